@@ -1,0 +1,1 @@
+"""Shared kernel: settings, the SQL store, shared types and errors."""

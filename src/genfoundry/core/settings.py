@@ -1,0 +1,103 @@
+"""Settings: defaults, then ``GENFOUNDRY_HOME/config.toml``, then environment
+variables (``GENFOUNDRY_<NAME>``), then flags, each overriding the one before.
+
+Example::
+
+    settings = load_settings(overrides={"port": 9000})
+    settings.database_url  # sqlite:////home/me/.genfoundry/genfoundry.db
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genfoundry.core.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "default_home", "load_settings"]
+
+ENV_PREFIX = "GENFOUNDRY_"
+CONFIG_FILE = "config.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("GENFOUNDRY_HOME", "~/.genfoundry")).expanduser()
+
+
+class Settings(BaseModel):
+    """Everything a user can set. Each field is documented in docs/settings.md."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    home: Path = Field(default_factory=default_home, description="Where genfoundry keeps its database, models and runs.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the store; default SQLite in home. A postgresql+psycopg:// URL uses PostgreSQL.")
+    host: str = Field(DEFAULT_HOST, description="Address the gateway listens on.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port the gateway listens on.")
+    log_content: bool = Field(True, description="Record request and response content with every call (turn off to keep only metadata).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body the gateway accepts, in bytes; larger bodies get 413.")
+    llama_engine: Literal["auto", "server", "inprocess"] = Field("auto", description="How GGUF models run: 'server' drives llama.cpp's llama-server (continuous batching), 'inprocess' uses llama-cpp-python in the gateway, 'auto' uses the server when a llama-server binary is found.")
+    llama_server_path: str | None = Field(None, description="Path of a llama-server binary; default: the one `genfoundry engine build` made, then PATH.")
+    llama_parallel: int = Field(8, ge=1, le=64, description="Sequences a llama-server engine decodes at once (its -np).")
+    llama_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: all cores.")
+    llama_context: int = Field(4096, ge=256, description="Context window per sequence for GGUF models (capped by the model's own).")
+    max_queue: int = Field(64, ge=0, description="Requests that may wait for a local model beyond those running; more get 429 with Retry-After.")
+    request_timeout: float = Field(300.0, gt=0, description="Seconds before a request to a provider is abandoned.")
+    default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys that set no limit of their own (none: unlimited).")
+    local_hourly_price: float = Field(0.10, ge=0, description="Dollars per hour this machine costs you (default: about an on-demand 2-vCPU cloud VM); built-in local models are priced from it and their measured throughput.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'genfoundry.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def ensure_home(self) -> None:
+        for sub in (self.home, self.models_dir, self.home / "runs"):
+            sub.mkdir(parents=True, exist_ok=True)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file or remove it.") from exc
+
+
+def _read_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def load_settings(
+    *, home: Path | str | None = None, overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build settings from defaults, config.toml, environment and ``overrides``."""
+    environ = dict(os.environ if environ is None else environ)
+    home_path = Path(home).expanduser() if home else Path(
+        environ.get("GENFOUNDRY_HOME", "~/.genfoundry")).expanduser()
+    values: dict[str, Any] = {}
+    values.update(_read_toml(home_path / CONFIG_FILE))
+    values.update(_read_env(environ))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values["home"] = home_path
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings ({problems}); see docs/settings.md") from exc

@@ -1,0 +1,167 @@
+"""The SQL store: one SQLAlchemy engine, the schema and named migrations.
+
+SQLite by default (a file in ``GENFOUNDRY_HOME``); any SQLAlchemy URL, such as
+``postgresql+psycopg://user@host/db``, works the same. Migrations are applied
+in order and recorded by name in ``_migrations``, so users can query their own
+history with any SQL tool.
+
+Example::
+
+    store = Store.open("sqlite:///tmp/gf.db")
+    with store.begin() as conn:
+        conn.execute(store.tables.models.select())
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["MIGRATIONS", "Store", "Tables", "utcnow"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+metadata = sa.MetaData()
+
+models = sa.Table(
+    "models", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("builtin", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("rpm_limit", sa.Integer, nullable=True),
+    sa.Column("token_budget", sa.BigInteger, nullable=True),
+    sa.Column("budget_period", sa.String(10), nullable=False, default="month"),
+    sa.Column("allowed_models", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+)
+
+calls = sa.Table(
+    "calls", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow, index=True),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("endpoint", sa.String(50), nullable=False),
+    sa.Column("model", sa.String(200), nullable=True, index=True),
+    sa.Column("resolved_model", sa.String(200), nullable=True),
+    sa.Column("provider", sa.String(100), nullable=True),
+    sa.Column("stream", sa.Boolean, nullable=False, default=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("error_type", sa.String(100), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    sa.Column("fallback_from", sa.String(200), nullable=True),
+    sa.Column("request", sa.JSON, nullable=True),
+    sa.Column("response", sa.JSON, nullable=True),
+)
+sa.Index("ix_calls_key_created", calls.c.key_id, calls.c.created_at)
+
+
+@dataclass(frozen=True)
+class Tables:
+    models: sa.Table = models
+    api_keys: sa.Table = api_keys
+    calls: sa.Table = calls
+
+
+def _m001_initial(conn: Connection) -> None:
+    for table in (models, api_keys, calls):
+        table.create(conn, checkfirst=True)
+
+
+# Append only: a migration, once released, is never edited or reordered.
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("m001_initial", _m001_initial),
+]
+
+_migration_log = sa.Table(
+    "_migrations", sa.MetaData(),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+
+class Store:
+    """A SQL database with genfoundry's schema, migrated on open."""
+
+    tables = Tables()
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> "Store":
+        kwargs: dict = {"future": True}
+        if url.startswith("sqlite"):
+            # Several threads (gateway workers, the call recorder) share the file.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied."""
+        applied: list[str] = []
+        with self.engine.begin() as conn:
+            _migration_log.create(conn, checkfirst=True)
+            done = {row[0] for row in conn.execute(sa.select(_migration_log.c.name))}
+            for name, migration in MIGRATIONS:
+                if name in done:
+                    continue
+                migration(conn)
+                conn.execute(_migration_log.insert().values(name=name, applied_at=utcnow()))
+                applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(
+                sa.select(_migration_log.c.name).order_by(_migration_log.c.name))]
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the CLI read logs while the gateway writes them.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,1 @@
+"""The gateway: OpenAI-compatible routes, auth, quotas, metrics."""

@@ -1,0 +1,60 @@
+"""Admin routes: keys (admin only) and the call log (admin and developer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from genfoundry.gateway.auth import require_role
+from genfoundry.gateway.keys import ApiKey, create_key, list_keys, revoke_key
+from genfoundry.observe.calls import list_calls
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["admin", "developer", "app"] = "developer"
+    rpm_limit: int | None = Field(None, ge=1)
+    token_budget: int | None = Field(None, ge=1)
+    budget_period: Literal["day", "month", "total"] = "month"
+    allowed_models: list[str] | None = None
+
+
+def _key_json(key: ApiKey) -> dict:
+    return {"id": key.id, "name": key.name, "prefix": key.prefix, "role": key.role,
+            "rpm_limit": key.rpm_limit, "token_budget": key.token_budget,
+            "budget_period": key.budget_period, "allowed_models": key.allowed_models,
+            "created_at": key.created_at.isoformat(),
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
+
+
+@router.get("/keys")
+async def get_keys(request: Request, _: ApiKey = Depends(require_role("admin"))):
+    return {"data": [_key_json(k) for k in list_keys(request.app.state.runtime.store)]}
+
+
+@router.post("/keys", status_code=201)
+async def post_key(body: KeyCreate, request: Request, _: ApiKey = Depends(require_role("admin"))):
+    secret, key = create_key(request.app.state.runtime.store, **body.model_dump())
+    return {**_key_json(key), "key": secret}
+
+
+@router.delete("/keys/{key_id}")
+async def delete_key(key_id: str, request: Request, _: ApiKey = Depends(require_role("admin"))):
+    return _key_json(revoke_key(request.app.state.runtime.store, key_id))
+
+
+@router.get("/calls")
+async def get_calls(request: Request, _: ApiKey = Depends(require_role("admin", "developer")),
+                    model: str | None = None, status: str | None = None,
+                    since: dt.datetime | None = None, limit: int = Query(50, ge=1, le=1000)):
+    rows = list_calls(request.app.state.runtime.store, model=model, status=status,
+                      since=since.replace(tzinfo=None) if since else None, limit=limit)
+    return {"data": [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+                     for r in rows]}

@@ -1,0 +1,153 @@
+"""The gateway application.
+
+Example::
+
+    app = create_app(load_settings())
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from genfoundry import __version__
+from genfoundry.core.errors import GenfoundryError, PayloadTooLarge, RateLimited
+from genfoundry.core.settings import Settings
+from genfoundry.core.store import Store
+from genfoundry.gateway.admin.routes import router as admin_router
+from genfoundry.gateway.chat.routes import router as chat_router
+from genfoundry.gateway.completions.routes import router as completions_router
+from genfoundry.gateway.embeddings.routes import router as embeddings_router
+from genfoundry.gateway.metrics import Metrics
+from genfoundry.gateway.models.routes import router as models_router
+from genfoundry.gateway.quotas import Quotas
+from genfoundry.gateway.runtime import Runtime
+from genfoundry.models.builtin import register_builtins
+from genfoundry.models.hub import ModelHub
+from genfoundry.observe.calls import CallRecorder
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str, *, type_: str = "invalid_request_error", param=None, code=None,
+           headers=None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
+                        status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GenfoundryError)
+    async def on_genfoundry_error(request: Request, exc: GenfoundryError):
+        headers = {"Retry-After": str(int(round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            return _error(400, "the request body is not valid JSON", code="invalid_json")
+        if first.get("type") == "extra_forbidden":
+            return _error(400, f"unrecognized request argument supplied: {'.'.join(loc)}",
+                          param=".".join(loc) or None, code="unknown_parameter")
+        message = f"{'.'.join(loc) or 'body'}: {first.get('msg')}"
+        return _error(400, message, param=".".join(loc) or None, code="invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error(exc.status_code, str(exc.detail), code=code)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal error; see the gateway log", type_="server_error")
+
+
+class BodyLimit:
+    """Refuses bodies over ``limit`` bytes before reading them (413), chunked ones included."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(self._message())
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except PayloadTooLarge:
+            await self._refuse(send)
+
+    def _message(self) -> str:
+        return f"request body is larger than the limit of {self.limit} bytes (setting max_body_bytes)"
+
+    async def _refuse(self, send) -> None:
+        response = JSONResponse(PayloadTooLarge(self._message()).to_dict(), status_code=413)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(k.encode(), v.encode()) for k, v in response.headers.items()]})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
+    """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.ensure_home()
+        store = Store.open(settings.resolved_database_url)
+        hub = ModelHub(store, settings)
+        if builtins:
+            register_builtins(hub)
+        recorder = CallRecorder(store, log_content=settings.log_content)
+        runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder,
+                          quotas=Quotas(store, default_rpm=settings.default_rpm), metrics=Metrics())
+        app.state.runtime = runtime
+        for name in preload or []:
+            await hub.load(name)
+        try:
+            yield
+        finally:
+            await hub.close()
+            recorder.close()
+            store.close()
+
+    app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible gateway of genfoundry.")
+    _install_error_handlers(app)
+    for router in (chat_router, completions_router, embeddings_router, models_router, admin_router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["ops"], summary="Liveness and loaded models")
+    async def health(request: Request):
+        rt = request.app.state.runtime
+        return {"status": "ok", "version": __version__, "models_loaded": sorted(rt.hub.loaded())}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request):
+        return Response(request.app.state.runtime.metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

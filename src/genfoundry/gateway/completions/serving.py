@@ -1,0 +1,48 @@
+"""/v1/completions: plain text completion of a prompt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from genfoundry.core.errors import InvalidRequest
+from genfoundry.core.types import GenerationRequest
+from genfoundry.gateway.completions.protocol import CompletionRequest
+from genfoundry.gateway.generation import CallContext, GenerationRun
+from genfoundry.gateway.runtime import Runtime
+
+__all__ = ["completion"]
+
+
+def _usage_json(usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict]:
+    base = {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name}
+    async for chunk in run.chunks():
+        if chunk.text or chunk.finish_reason is not None:
+            yield {**base, "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
+                                        "finish_reason": chunk.finish_reason}]}
+        if chunk.finish_reason is not None and include_usage and chunk.usage is not None:
+            yield {**base, "choices": [], "usage": _usage_json(chunk.usage)}
+
+
+async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
+    spec = rt.hub.resolve(body.model)
+    if not spec.can("completion"):
+        raise InvalidRequest(f"model '{spec.name}' does not do text completion; use /v1/chat/completions",
+                             param="model")
+    request = GenerationRequest(
+        prompt=body.prompt_text(), max_tokens=body.max_tokens, temperature=body.temperature,
+        top_p=body.top_p, stop=body.stop_list(), seed=body.seed)
+    run = GenerationRun(rt, ctx, request)
+    await run.start()
+    if body.stream:
+        return _events(ctx, run, bool(body.stream_options and body.stream_options.include_usage))
+    result = await run.collect()
+    return {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name,
+            "choices": [{"index": 0, "text": result.text, "logprobs": None,
+                         "finish_reason": result.finish_reason}],
+            "usage": _usage_json(result.usage)}

@@ -1,0 +1,207 @@
+"""One generation through the gateway, shared by chat and text completions.
+
+The path reads in order: resolve the model and its fallbacks, wait for a slot
+in the model's queue, start the provider's stream (falling back to the next
+model if the provider fails before its first token), pass chunks on, and record
+the call (tokens, time to first token, latency, cost) however it ends.
+
+Non-streaming requests use the same stream and collect it, so every call gets
+a time to first token and one code path is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from genfoundry.core.errors import (
+    ConfigError, GenfoundryError, ModelNotFound, PermissionDenied, ProviderError,
+)
+from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Usage
+from genfoundry.gateway.keys import ApiKey
+from genfoundry.gateway.runtime import Runtime
+from genfoundry.models.pricing import call_cost
+from genfoundry.models.spec import ModelSpec
+from genfoundry.observe.calls import CallRecord
+
+__all__ = ["CallContext", "GenerationRun", "candidates", "check_model_access"]
+
+log = logging.getLogger(__name__)
+FALLBACK_ERRORS = (ProviderError, ConfigError)
+
+
+@dataclass
+class CallContext:
+    """Who asked for what; filled in as the call proceeds."""
+
+    id: str
+    endpoint: str
+    key: ApiKey | None
+    requested_model: str
+    stream: bool
+    body: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def check_model_access(key: ApiKey | None, spec: ModelSpec, requested: str) -> None:
+    if key is not None and not (key.may_use(spec.name) or key.may_use(requested)):
+        raise PermissionDenied(f"key '{key.name}' may not use model '{requested}'", param="model")
+
+
+def candidates(rt: Runtime, name: str, key: ApiKey | None) -> list[ModelSpec]:
+    """The model asked for, then its fallbacks (unknown fallbacks are skipped)."""
+    first = rt.hub.resolve(name)
+    check_model_access(key, first, name)
+    found = [first]
+    for fallback in first.fallbacks:
+        try:
+            spec = rt.hub.resolve(fallback)
+        except ModelNotFound:
+            log.warning("fallback '%s' of model '%s' is not registered", fallback, first.name)
+            continue
+        if key is None or key.may_use(spec.name):
+            found.append(spec)
+    return found
+
+
+class GenerationRun:
+    """A started generation: ``await run.start()`` then iterate ``run.chunks()``."""
+
+    def __init__(self, rt: Runtime, ctx: CallContext, request: GenerationRequest):
+        self.rt = rt
+        self.ctx = ctx
+        self.request = request
+        self.spec: ModelSpec | None = None
+        self.fallback_from: str | None = None
+        self._stack = AsyncExitStack()
+        self._stream: AsyncIterator[GenerationChunk] | None = None
+        self._first: GenerationChunk | None = None
+        self._ttft: float | None = None
+        self._share_start = 0.0
+        self._text: list[str] = []
+        self._final: GenerationChunk | None = None
+        self._recorded = False
+
+    async def start(self) -> None:
+        """Find a model that starts generating; errors here become HTTP errors."""
+        error: GenfoundryError | None = None
+        try:
+            for spec in candidates(self.rt, self.ctx.requested_model, self.ctx.key):
+                try:
+                    await self._start_on(spec)
+                    return
+                except FALLBACK_ERRORS as exc:
+                    await self._stack.aclose()
+                    self._stack = AsyncExitStack()
+                    log.warning("model '%s' failed (%s); trying the next one", spec.name, exc)
+                    error, self.fallback_from = exc, spec.name
+            raise error  # every candidate failed
+        except BaseException as exc:
+            await asyncio.shield(self._stack.aclose())  # give back the slot
+            self._record_failure(exc)
+            raise
+
+    async def _start_on(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        model = await self.rt.hub.load_chat(spec.name)
+        gate = self.rt.admission(model)
+        self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting + 1)
+        try:
+            await self._stack.enter_async_context(gate.slot())
+        finally:
+            self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting)
+        clock = self.rt.clock(spec.name)
+        self._share_start = clock.begin()
+        self._stack.callback(self._end_clock, clock)
+        self.rt.metrics.running.labels(spec.name).set(gate.running)
+        self._stream = model.stream(self.request)
+        self._stack.push_async_callback(self._stream.aclose)
+        self._first = await self._stream.__anext__()
+        self._ttft = time.perf_counter() - self.ctx.started
+
+    def _end_clock(self, clock) -> None:
+        tokens = self._final.usage.completion_tokens if self._final and self._final.usage else 0
+        self.attributed_seconds = clock.end(self._share_start, completion_tokens=tokens)
+
+    async def chunks(self) -> AsyncIterator[GenerationChunk]:
+        status = "cancelled"
+        try:
+            chunk = self._first
+            while True:
+                self._text.append(chunk.text)
+                if chunk.finish_reason is not None:
+                    self._final = chunk
+                yield chunk
+                if chunk.finish_reason is not None:
+                    break
+                chunk = await self._stream.__anext__()
+            status = "ok"
+        except StopAsyncIteration:
+            status = "ok"
+        except GenfoundryError as exc:
+            status = "error"
+            self._error = exc
+            raise
+        finally:
+            await asyncio.shield(self._finish(status))
+
+    async def collect(self) -> Generation:
+        async for _ in self.chunks():
+            pass
+        final = self._final or GenerationChunk(finish_reason="stop", usage=Usage())
+        return Generation(text="".join(self._text), finish_reason=final.finish_reason or "stop",
+                          usage=final.usage or Usage(), tool_calls=final.tool_calls)
+
+    async def _finish(self, status: str) -> None:
+        await self._stack.aclose()
+        usage = (self._final.usage if self._final else None) or Usage()
+        cost = call_cost(self.spec, usage, attributed_seconds=getattr(self, "attributed_seconds", None))
+        error = getattr(self, "_error", None)
+        http_status = {"ok": 200, "cancelled": 499}.get(status, error.status_code if error else 500)
+        self._record(status=status, http_status=http_status, usage=usage, cost=cost, error=error)
+        model = self.spec.name
+        metrics = self.rt.metrics
+        metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+        metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        if cost:
+            metrics.cost.labels(model).inc(cost)
+        if self._ttft is not None:
+            metrics.ttft.labels(model).observe(self._ttft)
+        gate = self.rt.admissions.get(model)
+        if gate is not None:
+            metrics.running.labels(model).set(gate.running)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        error = exc if isinstance(exc, GenfoundryError) else None
+        status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        self._record(status=status, http_status=error.status_code if error else 499 if status == "cancelled" else 500,
+                     usage=Usage(), cost=None, error=error or exc)
+
+    def _record(self, *, status: str, http_status: int, usage: Usage, cost: float | None, error) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        latency = time.perf_counter() - self.ctx.started
+        model = self.spec.name if self.spec else None
+        self.rt.metrics.requests.labels(self.ctx.endpoint, model or self.ctx.requested_model, status).inc()
+        self.rt.metrics.latency.labels(self.ctx.endpoint, model or self.ctx.requested_model).observe(latency)
+        final = self._final
+        response = None
+        if status == "ok":
+            response = {"text": "".join(self._text), "finish_reason": final.finish_reason if final else None,
+                        "tool_calls": [vars(c) for c in final.tool_calls] if final and final.tool_calls else None}
+        self.rt.recorder.record(CallRecord(
+            id=self.ctx.id, endpoint=self.ctx.endpoint, status=status, http_status=http_status,
+            latency_ms=latency * 1000, key_id=self.ctx.key.id if self.ctx.key else None,
+            model=self.ctx.requested_model, resolved_model=model,
+            provider=self.spec.provider if self.spec else None, stream=self.ctx.stream,
+            error_type=getattr(error, "error_type", type(error).__name__ if error else None),
+            error_message=str(error)[:2000] if error else None,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            ttft_ms=self._ttft * 1000 if self._ttft is not None else None, cost_usd=cost,
+            fallback_from=self.fallback_from, request=self.ctx.body, response=response))

@@ -1,0 +1,135 @@
+"""API keys: created once and shown once, stored only as SHA-256 hashes.
+
+Roles: ``admin`` (everything, including key management), ``developer``
+(every model, the call log), ``app`` (inference only, optionally limited to
+some models).
+
+Example::
+
+    secret, key = create_key(store, name="support-bot", role="app", rpm_limit=60)
+    verify_key(store, secret).role  # 'app'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy as sa
+
+from genfoundry.core.errors import AuthenticationError, InvalidRequest, NotFound
+from genfoundry.core.store import Store, utcnow
+
+__all__ = ["ROLES", "ApiKey", "create_key", "ensure_admin_key", "list_keys", "revoke_key", "verify_key"]
+
+Role = Literal["admin", "developer", "app"]
+ROLES: tuple[str, ...] = ("admin", "developer", "app")
+PERIODS: tuple[str, ...] = ("day", "month", "total")
+KEY_PREFIX = "gf-"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    role: str
+    rpm_limit: int | None
+    token_budget: int | None
+    budget_period: str
+    allowed_models: list[str] | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def may_use(self, model: str) -> bool:
+        return self.role != "app" or not self.allowed_models or model in self.allowed_models
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _row_to_key(row) -> ApiKey:
+    m = row._mapping
+    return ApiKey(id=m["id"], name=m["name"], prefix=m["prefix"], role=m["role"],
+                  rpm_limit=m["rpm_limit"], token_budget=m["token_budget"],
+                  budget_period=m["budget_period"], allowed_models=m["allowed_models"],
+                  created_at=m["created_at"], revoked_at=m["revoked_at"])
+
+
+def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: int | None = None,
+               token_budget: int | None = None, budget_period: str = "month",
+               allowed_models: list[str] | None = None) -> tuple[str, ApiKey]:
+    """Create a key; returns the secret (shown once) and the stored record."""
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, not '{role}'")
+    if budget_period not in PERIODS:
+        raise InvalidRequest(f"budget period must be one of {', '.join(PERIODS)}")
+    for value, label in ((rpm_limit, "rpm limit"), (token_budget, "token budget")):
+        if value is not None and value <= 0:
+            raise InvalidRequest(f"{label} must be positive")
+    key_id = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
+    table = store.tables.api_keys
+    with store.begin() as conn:
+        conn.execute(table.insert().values(
+            id=key_id, name=name, key_hash=_hash(secret), prefix=secret[:12], role=role,
+            rpm_limit=rpm_limit, token_budget=token_budget, budget_period=budget_period,
+            allowed_models=allowed_models, created_at=utcnow()))
+        row = conn.execute(sa.select(table).where(table.c.id == key_id)).one()
+    return secret, _row_to_key(row)
+
+
+def list_keys(store: Store, *, include_revoked: bool = False) -> list[ApiKey]:
+    table = store.tables.api_keys
+    query = sa.select(table).order_by(table.c.created_at)
+    if not include_revoked:
+        query = query.where(table.c.revoked_at.is_(None))
+    with store.begin() as conn:
+        return [_row_to_key(r) for r in conn.execute(query)]
+
+
+def revoke_key(store: Store, id_or_name: str) -> ApiKey:
+    table = store.tables.api_keys
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(table).where(
+            sa.or_(table.c.id == id_or_name, table.c.name == id_or_name),
+            table.c.revoked_at.is_(None))).all()
+        if not rows:
+            raise NotFound(f"no active key with id or name '{id_or_name}'; run `genfoundry keys list`")
+        if len(rows) > 1:
+            raise InvalidRequest(f"several keys are named '{id_or_name}'; revoke by id")
+        conn.execute(table.update().where(table.c.id == rows[0].id).values(revoked_at=utcnow()))
+        row = conn.execute(sa.select(table).where(table.c.id == rows[0].id)).one()
+    return _row_to_key(row)
+
+
+def verify_key(store: Store, secret: str | None) -> ApiKey:
+    """The active key for a presented secret, else AuthenticationError."""
+    if not secret:
+        raise AuthenticationError("missing API key; send 'Authorization: Bearer <key>' "
+                                  "(create one with `genfoundry keys create`)")
+    table = store.tables.api_keys
+    with store.begin() as conn:
+        row = conn.execute(sa.select(table).where(table.c.key_hash == _hash(secret))).first()
+    if row is None:
+        raise AuthenticationError("invalid API key")
+    key = _row_to_key(row)
+    if not key.active:
+        raise AuthenticationError(f"API key '{key.name}' was revoked; ask an admin for a new one")
+    return key
+
+
+def ensure_admin_key(store: Store) -> str | None:
+    """Create an admin key when no active admin key exists; return its secret, else None."""
+    if any(k.role == "admin" for k in list_keys(store)):
+        return None
+    secret, _ = create_key(store, name="admin", role="admin")
+    return secret

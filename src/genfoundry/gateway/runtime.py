@@ -1,0 +1,44 @@
+"""What the gateway holds while it runs: settings, store, hub, recorder, quotas,
+metrics, and a queue and cost clock per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from genfoundry.core.settings import Settings
+from genfoundry.core.store import Store
+from genfoundry.gateway.metrics import Metrics
+from genfoundry.gateway.quotas import Quotas
+from genfoundry.models.admission import Admission
+from genfoundry.models.hub import ModelHub
+from genfoundry.models.pricing import SharedClock
+from genfoundry.observe.calls import CallRecorder
+
+__all__ = ["Runtime"]
+
+# Remote APIs get a generous bound: their own servers queue.
+REMOTE_CONCURRENCY = 256
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    hub: ModelHub
+    recorder: CallRecorder
+    quotas: Quotas
+    metrics: Metrics = field(default_factory=Metrics)
+    admissions: dict[str, Admission] = field(default_factory=dict)
+    clocks: dict[str, SharedClock] = field(default_factory=dict)
+
+    def admission(self, model) -> Admission:
+        name = model.spec.name
+        gate = self.admissions.get(name)
+        if gate is None or gate.concurrency != model.concurrency:
+            concurrency = model.concurrency if model.local else max(model.concurrency, REMOTE_CONCURRENCY)
+            gate = Admission(name, concurrency=concurrency, max_queue=self.settings.max_queue)
+            self.admissions[name] = gate
+        return gate
+
+    def clock(self, name: str) -> SharedClock:
+        return self.clocks.setdefault(name, SharedClock())

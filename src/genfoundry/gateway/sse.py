@@ -1,0 +1,33 @@
+"""Server-sent events, as the OpenAI streaming API sends them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
+
+from genfoundry.core.errors import GenfoundryError
+
+__all__ = ["sse_response"]
+
+
+def _event(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+async def _frames(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield _event(event)
+    except GenfoundryError as exc:
+        # Headers are gone already: the error travels as an event, as OpenAI does.
+        yield _event(exc.to_dict())
+        return
+    yield _event("[DONE]")
+
+
+def sse_response(events: AsyncIterator[dict]) -> StreamingResponse:
+    return StreamingResponse(_frames(events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,1 @@
+"""Foundation models and the model hub."""

@@ -1,0 +1,168 @@
+"""The model hub: what models exist, under which names, and the loaded instances.
+
+Entries live in the store's ``models`` table; loaded providers live in memory,
+one per model, created on first use and warmed up once.
+
+Example::
+
+    hub = ModelHub(store, settings)
+    spec = hub.resolve("default")          # the default chat model
+    model = await hub.load_chat(spec.name)
+    result = await model.generate(GenerationRequest(prompt="Hello"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from genfoundry.core.errors import ConfigError, InvalidRequest, ModelNotFound
+from genfoundry.core.settings import Settings
+from genfoundry.core.store import Store, utcnow
+from genfoundry.models.protocols import ChatModel, EmbeddingModel
+from genfoundry.models.providers import get_provider
+from genfoundry.models.spec import Measured, ModelSpec
+
+__all__ = ["DEFAULT_ALIAS", "DEFAULT_EMBEDDING_ALIAS", "ModelHub"]
+
+DEFAULT_ALIAS = "default"
+DEFAULT_EMBEDDING_ALIAS = "default-embedding"
+
+
+class ModelHub:
+    """Registry of models (in the store) plus their loaded providers (in memory)."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self._loaded: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- entries ---------------------------------------------------------------
+    def list(self) -> list[ModelSpec]:
+        table = self.store.tables.models
+        with self.store.begin() as conn:
+            rows = conn.execute(sa.select(table.c.spec).order_by(table.c.name)).all()
+        return [ModelSpec.model_validate(row[0]) for row in rows]
+
+    def _find(self, name: str) -> ModelSpec | None:
+        specs = self.list()
+        for spec in specs:
+            if spec.name == name:
+                return spec
+        for spec in specs:
+            if name in spec.aliases:
+                return spec
+        return None
+
+    def resolve(self, name: str) -> ModelSpec:
+        """The entry for a name or alias; 'default' and 'default-embedding' work too."""
+        spec = self._find(name)
+        if spec is None:
+            raise ModelNotFound(
+                f"model '{name}' is not registered; run `genfoundry models list` to see the models, "
+                "or `genfoundry models add` to register one", param="model")
+        return spec
+
+    def add(self, spec: ModelSpec, *, replace: bool = False, builtin: bool = False) -> ModelSpec:
+        get_provider(spec.provider)  # unknown providers fail here, not at first request
+        self._check_names_free(spec, replace=replace)
+        table = self.store.tables.models
+        row = {"name": spec.name, "provider": spec.provider, "spec": spec.model_dump(mode="json"),
+               "builtin": builtin, "updated_at": utcnow()}
+        with self.store.begin() as conn:
+            exists = conn.execute(sa.select(table.c.name).where(table.c.name == spec.name)).first()
+            if exists and not replace:
+                raise InvalidRequest(f"model '{spec.name}' already exists; pass --replace to overwrite it")
+            if exists:
+                conn.execute(table.update().where(table.c.name == spec.name).values(**row))
+            else:
+                conn.execute(table.insert().values(created_at=utcnow(), **row))
+        self._loaded.pop(spec.name, None)
+        return spec
+
+    def _check_names_free(self, spec: ModelSpec, *, replace: bool) -> None:
+        for other in self.list():
+            if other.name == spec.name and replace:
+                continue
+            clash = set(spec.names()) & set(other.names())
+            if clash and other.name != spec.name:
+                raise InvalidRequest(f"name {sorted(clash)[0]!r} is already used by model '{other.name}'")
+
+    def remove(self, name: str) -> ModelSpec:
+        spec = self.resolve(name)
+        table = self.store.tables.models
+        with self.store.begin() as conn:
+            conn.execute(table.delete().where(table.c.name == spec.name))
+        self._loaded.pop(spec.name, None)
+        return spec
+
+    def set_default(self, name: str) -> ModelSpec:
+        """Point the 'default' (chat) or 'default-embedding' alias at a model."""
+        spec = self.resolve(name)
+        alias = DEFAULT_EMBEDDING_ALIAS if spec.capabilities == ["embedding"] else DEFAULT_ALIAS
+        for other in self.list():
+            if alias in other.aliases and other.name != spec.name:
+                other.aliases = [a for a in other.aliases if a != alias]
+                self.add(other, replace=True)
+        if alias not in spec.aliases:
+            spec.aliases = [*spec.aliases, alias]
+            self.add(spec, replace=True)
+        return spec
+
+    def record_measured(self, name: str, *, prefill_tps: float | None, decode_tps: float | None) -> None:
+        """Store throughput measured on this machine (used to price self-hosted models)."""
+        spec = self.resolve(name)
+        spec.measured = Measured(
+            prefill_tokens_per_second=prefill_tps or spec.measured.prefill_tokens_per_second,
+            decode_tokens_per_second=decode_tps or spec.measured.decode_tokens_per_second,
+            measured_at=dt.datetime.now(dt.UTC))
+        table = self.store.tables.models
+        with self.store.begin() as conn:
+            conn.execute(table.update().where(table.c.name == spec.name).values(
+                spec=spec.model_dump(mode="json"), updated_at=utcnow()))
+
+    # -- loaded providers ------------------------------------------------------
+    def create(self, spec: ModelSpec) -> ChatModel | EmbeddingModel:
+        """A new, not yet warmed, provider instance for ``spec``."""
+        return get_provider(spec.provider).create(spec, self.settings)
+
+    async def load(self, name: str) -> ChatModel | EmbeddingModel:
+        spec = self.resolve(name)
+        model = self._loaded.get(spec.name)
+        if model is not None:
+            return model
+        lock = self._locks.setdefault(spec.name, asyncio.Lock())
+        async with lock:
+            model = self._loaded.get(spec.name)
+            if model is None:
+                model = self.create(spec)
+                await model.warm_up()
+                self._loaded[spec.name] = model
+        return model
+
+    async def load_chat(self, name: str) -> ChatModel:
+        spec = self.resolve(name)
+        if not (spec.can("chat") or spec.can("completion")):
+            raise InvalidRequest(f"model '{spec.name}' cannot chat; it offers {', '.join(spec.capabilities)}", param="model")
+        return await self.load(spec.name)  # type: ignore[return-value]
+
+    async def load_embedding(self, name: str) -> EmbeddingModel:
+        spec = self.resolve(name)
+        if not spec.can("embedding"):
+            raise InvalidRequest(f"model '{spec.name}' does not make embeddings; try `default-embedding`", param="model")
+        return await self.load(spec.name)  # type: ignore[return-value]
+
+    def loaded(self) -> dict[str, Any]:
+        return dict(self._loaded)
+
+    async def close(self) -> None:
+        models, self._loaded = self._loaded, {}
+        for model in models.values():
+            try:
+                await model.close()
+            except Exception as exc:  # closing one must not stop the others
+                raise ConfigError(f"closing model failed: {exc}") from exc

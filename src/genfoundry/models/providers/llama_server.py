@@ -1,0 +1,198 @@
+"""llama.cpp's own ``llama-server`` as the local engine, as Ollama does.
+
+Why a server process and not llama-cpp-python alone: llama-server batches
+several sequences into one forward pass (continuous batching), which on this
+kind of machine doubles aggregate throughput for concurrent users; llama-cpp-
+python's high-level API runs one sequence at a time. The gateway starts one
+llama-server per GGUF model on a loopback port, restarts it if it dies, and
+closes the HTTP stream when a client goes away, which frees the slot.
+
+The binary comes from ``llama_server_path``, then ``genfoundry engine build``'s
+cache, then PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from genfoundry.core.errors import ContextLengthExceeded, ProviderError
+from genfoundry.models.providers.llama_inprocess import CompletionParams, EngineChunk
+
+__all__ = ["ServerEngine", "built_binary_path", "engine_cache_dir", "find_llama_server"]
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 120.0
+_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
+
+
+def engine_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genfoundry" / "engines"
+
+
+def built_binary_path(version: str | None = None) -> Path:
+    if version is None:
+        import llama_cpp
+        version = llama_cpp.__version__
+    return engine_cache_dir() / f"llama-server-{version}" / "llama-server"
+
+
+def find_llama_server(configured: str | None = None) -> str | None:
+    """The llama-server binary to use, or None when there is none."""
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    try:
+        built = built_binary_path()
+    except ImportError:
+        built = None
+    if built is not None and os.access(built, os.X_OK):
+        return str(built)
+    return shutil.which("llama-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerEngine:
+    """One llama-server process serving one GGUF model with ``parallel`` slots."""
+
+    def __init__(self, binary: str, model_path: str, *, n_ctx: int, parallel: int,
+                 n_threads: int | None, timeout: float = 300.0):
+        self.binary = binary
+        self.model_path = model_path
+        self.n_ctx = n_ctx
+        self.concurrency = parallel
+        self.n_threads = n_threads
+        self.timeout = timeout
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._start_lock = asyncio.Lock()
+        self.restarts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def command(self) -> list[str]:
+        cmd = [self.binary, "-m", self.model_path, "--host", "127.0.0.1", "--port", str(self.port),
+               # llama-server splits -c across slots: give every slot the full per-sequence window.
+               "-c", str(self.n_ctx * self.concurrency), "-np", str(self.concurrency),
+               "--no-webui", "--metrics"]
+        if self.n_threads:
+            cmd += ["-t", str(self.n_threads)]
+        return cmd
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return
+            if self._proc is not None:
+                self.restarts += 1
+                log.warning("llama-server exited with %s; restarting", self._proc.returncode)
+            self.port = _free_port()
+            self._proc = subprocess.Popen(
+                self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True)
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=httpx.Timeout(self.timeout, connect=5.0),
+                limits=httpx.Limits(max_connections=self.concurrency * 4))
+            await self._wait_healthy()
+
+    async def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = (self._proc.stderr.read() or b"").decode(errors="replace")[-2000:]
+                raise ProviderError(f"llama-server exited during start ({self._proc.returncode}): {err}")
+            try:
+                resp = await self._client.get("/health")
+                if resp.status_code == 200:
+                    self._drain_stderr()
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        raise ProviderError(f"llama-server did not become healthy within {START_TIMEOUT_S:.0f}s")
+
+    def _drain_stderr(self) -> None:
+        # llama-server logs every request; nobody reads the pipe after start, so
+        # hand it to a thread that discards it rather than let the pipe fill up.
+        import threading
+        stream = self._proc.stderr
+
+        def drain() -> None:
+            for _ in iter(lambda: stream.read(65536), b""):
+                pass
+        threading.Thread(target=drain, daemon=True).start()
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                await asyncio.to_thread(self._proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+
+    def _body(self, params: CompletionParams) -> dict:
+        body = {"prompt": params.prompt, "n_predict": params.max_tokens, "stream": True,
+                "temperature": params.temperature, "top_p": params.top_p, "stop": params.stop,
+                "cache_prompt": True}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.json_schema is not None:
+            body["json_schema"] = params.json_schema
+        return body
+
+    async def stream(self, params: CompletionParams) -> AsyncIterator[EngineChunk]:
+        if self._proc is None or self._proc.poll() is not None:
+            await self.start()
+        try:
+            async with self._client.stream("POST", "/completion", json=self._body(params)) as resp:
+                if resp.status_code != 200:
+                    raise self._error(resp.status_code, (await resp.aread()).decode(errors="replace"))
+                async for chunk in self._events(resp):
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise ProviderError(f"lost the llama-server engine ({exc.__class__.__name__}); it restarts on the next request") from exc
+
+    async def _events(self, resp: httpx.Response) -> AsyncIterator[EngineChunk]:
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise self._error(500, json.dumps(event["error"]))
+            if event.get("content"):
+                yield EngineChunk(text=event["content"])
+            if event.get("stop"):
+                yield EngineChunk(finish_reason=_FINISH.get(event.get("stop_type"), "stop"),
+                                  completion_tokens=event.get("tokens_predicted"))
+                return
+
+    @staticmethod
+    def _error(status: int, text: str) -> Exception:
+        if "context" in text and ("exceed" in text or "size" in text):
+            return ContextLengthExceeded(f"llama-server: {text[:300]}")
+        return ProviderError(f"llama-server answered {status}: {text[:300]}")

@@ -1,0 +1,1 @@
+"""Observability: every call recorded, usage and cost."""
