@@ -115,7 +115,9 @@ class LlamaCppModel:
         import llama_cpp
         if not Path(self.spec.location).is_file():
             raise ConfigError(f"model file {self.spec.location} is missing; re-run `genfoundry models add` or `genfoundry up`")
-        vocab = llama_cpp.Llama(model_path=self.spec.location, vocab_only=True, verbose=False)
+        from llama_cpp._utils import suppress_stdout_stderr
+        with suppress_stdout_stderr(disable=False):  # llama.cpp prints warnings despite verbose=False
+            vocab = llama_cpp.Llama(model_path=self.spec.location, vocab_only=True, verbose=False)
         meta = vocab.metadata
         self._template = template_for(meta.get("general.architecture"), self.spec.options.get("chat_template"))
         if meta.get("tokenizer.chat_template") and not self.spec.options.get("chat_template"):

@@ -1,0 +1,3 @@
+from genfoundry.cli import main
+
+main()

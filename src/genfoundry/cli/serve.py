@@ -1,0 +1,130 @@
+"""`genfoundry serve` and `genfoundry up`: run the gateway."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import typer
+import uvicorn
+
+from genfoundry.cli.common import console, get_context, handle_errors
+from genfoundry.core.errors import ConfigError
+from genfoundry.gateway.app import create_app
+from genfoundry.gateway.keys import create_key, ensure_admin_key, revoke_key
+from genfoundry.models.builtin import BUILTIN_CHAT
+
+# The built-in model is a small base model: one example turn and a stop at the
+# end of the line are what it needs to answer briefly (see docs/models.md).
+DEMO_EXAMPLE = [{"role": "user", "content": "What is the capital of Italy?"},
+                {"role": "assistant", "content": "The capital of Italy is Rome."}]
+DEMO_QUESTION = "What is the capital of France?"
+
+
+def _start(ctx: typer.Context, host: str | None, port: int | None, preload: list[str]) -> uvicorn.Server:
+    context = get_context(ctx)
+    if host:
+        context.overrides["host"] = host
+    if port is not None:
+        context.overrides["port"] = port
+    settings = context.settings
+    context.hub()  # registers the built-ins before the server starts
+    app = create_app(settings, preload=preload)
+    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                         log_level="warning", timeout_graceful_shutdown=5))
+
+
+@handle_errors
+def serve(ctx: typer.Context,
+          host: str = typer.Option(None, help="Address to listen on (setting: host)."),
+          port: int = typer.Option(None, help="Port to listen on (setting: port)."),
+          preload: list[str] = typer.Option(None, "--preload", help="Load these models at start (repeatable).")):
+    """Run the gateway in the foreground."""
+    server = _start(ctx, host, port, preload or [])
+    s = get_context(ctx).settings
+    console.print(f"genfoundry gateway on http://{s.host}:{s.port}/v1 (home {s.home})")
+    server.run()
+
+
+def _run_in_thread(server: uvicorn.Server) -> threading.Thread:
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigError("the gateway did not start; is the port free? try --port")
+        time.sleep(0.05)
+    return thread
+
+
+def _demo(base_url: str, key: str, store, call_model: str) -> None:
+    from openai import OpenAI
+
+    from genfoundry.observe.calls import list_calls
+    client = OpenAI(base_url=base_url, api_key=key)
+    console.print(f"\n[bold]Asking {call_model}[/bold] through the gateway with the official openai client:")
+    console.print(f"  > {DEMO_QUESTION}")
+    started = time.perf_counter()
+    reply = client.chat.completions.create(
+        model=call_model, messages=[*DEMO_EXAMPLE, {"role": "user", "content": DEMO_QUESTION}],
+        max_tokens=40, temperature=0, stop=["\n"])
+    elapsed = time.perf_counter() - started
+    console.print(f"  < {reply.choices[0].message.content.strip()}", highlight=False, soft_wrap=True)
+    time.sleep(0.3)  # the call log is written in the background
+    rows = [r for r in list_calls(store, limit=5) if r["id"] == reply.id]
+    cost = rows[0]["cost_usd"] if rows and rows[0]["cost_usd"] is not None else None
+    ttft = rows[0]["ttft_ms"] if rows else None
+    console.print(f"  tokens: {reply.usage.prompt_tokens} in, {reply.usage.completion_tokens} out · "
+                  f"latency {elapsed * 1000:.0f} ms" + (f" (first token {ttft:.0f} ms)" if ttft else "")
+                  + (f" · cost ${cost:.8f}" if cost is not None else " · cost unknown"))
+
+
+def _howto(base_url: str, key_hint: str) -> None:
+    console.print(f"""
+[bold]The gateway is serving on {base_url}[/bold]  (Ctrl-C to stop)
+
+curl:
+  curl {base_url}/chat/completions -H "Authorization: Bearer {key_hint}" \\
+    -H "Content-Type: application/json" \\
+    -d '{{"model": "default", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+Python:
+  from openai import OpenAI
+  client = OpenAI(base_url="{base_url}", api_key="{key_hint}")
+  print(client.chat.completions.create(model="default",
+        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+
+More: genfoundry models list · genfoundry logs · genfoundry keys create NAME · genfoundry chat
+""", highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def up(ctx: typer.Context,
+       host: str = typer.Option(None, help="Address to listen on (setting: host)."),
+       port: int = typer.Option(None, help="Port to listen on (setting: port)."),
+       exit_after_demo: bool = typer.Option(False, "--exit-after-demo", help="Stop after the demo request (for scripts and CI).")):
+    """Set up the built-in models and an admin key, start the gateway, and show it answering."""
+    context = get_context(ctx)
+    server = _start(ctx, host, port, ["default", "default-embedding"])
+    s = context.settings
+    admin = ensure_admin_key(context.store)
+    if admin:
+        console.print("Created an admin API key. It is shown only now; keep it:")
+        print(admin)
+    demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="app")
+    console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…")
+    thread = _run_in_thread(server)
+    base_url = f"http://{s.host}:{s.port}/v1"
+    try:
+        _demo(base_url, demo_secret, context.store, "default")
+    finally:
+        if demo_key is not None:
+            revoke_key(context.store, demo_key.id)
+    _howto(base_url, admin or "<your key: genfoundry keys create NAME>")
+    if exit_after_demo:
+        server.should_exit = True
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(timeout=10)
