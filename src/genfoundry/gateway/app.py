@@ -142,7 +142,18 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
     @app.get("/health", tags=["ops"], summary="Liveness and loaded models")
     async def health(request: Request):
         rt = request.app.state.runtime
-        return {"status": "ok", "version": __version__, "models_loaded": sorted(rt.hub.loaded())}
+        engines = {}
+        for name, model in rt.hub.loaded().items():
+            engine = getattr(model, "engine", None)
+            if engine is not None:
+                engines[name] = {"kind": type(engine).__name__, "pid": getattr(engine, "pid", None),
+                                 "port": getattr(engine, "port", None),
+                                 "restarts": getattr(engine, "restarts", 0),
+                                 "concurrency": engine.concurrency}
+        queues = {name: {"running": gate.running, "waiting": gate.waiting}
+                  for name, gate in rt.admissions.items()}
+        return {"status": "ok", "version": __version__, "models_loaded": sorted(rt.hub.loaded()),
+                "engines": engines, "queues": queues}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def metrics(request: Request):

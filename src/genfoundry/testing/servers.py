@@ -1,0 +1,83 @@
+"""A real gateway for tests: `genfoundry serve` in a subprocess on the built-in
+models, in a home of its own, with an admin key.
+
+Example::
+
+    gw = start_gateway(tmp_path / "home")
+    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key)
+    ...
+    stop_gateway(gw)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from genfoundry.core.store import Store
+from genfoundry.gateway.keys import create_key
+
+__all__ = ["RunningGateway", "free_port", "start_gateway", "stop_gateway"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningGateway:
+    home: Path
+    port: int
+    key: str
+    proc: subprocess.Popen
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def health(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=10).json()
+
+    def store(self) -> Store:
+        return Store.open(f"sqlite:///{self.home / 'genfoundry.db'}")
+
+
+def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> RunningGateway:
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store.open(f"sqlite:///{home / 'genfoundry.db'}")
+    secret, _ = create_key(store, name="tests", role="admin")
+    store.close()
+    port = free_port()
+    env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    log = open(home / "gateway.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port),
+         "--preload", "default", "--preload", "default-embedding"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {(home / 'gateway.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return RunningGateway(home=home, port=port, key=secret, proc=proc)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("gateway did not start in 240 s")
+
+
+def stop_gateway(gw: RunningGateway) -> None:
+    gw.proc.terminate()
+    try:
+        gw.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        gw.proc.kill()
