@@ -161,8 +161,12 @@ class ModelHub:
 
     async def close(self) -> None:
         models, self._loaded = self._loaded, {}
-        for model in models.values():
+        failures: list[tuple[str, Exception]] = []
+        for name, model in models.items():
             try:
                 await model.close()
             except Exception as exc:  # closing one must not stop the others
-                raise ConfigError(f"closing model failed: {exc}") from exc
+                failures.append((name, exc))
+        if failures:
+            name, exc = failures[0]
+            raise ConfigError(f"closing model '{name}' failed: {exc}") from exc

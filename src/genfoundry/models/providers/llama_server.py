@@ -80,8 +80,9 @@ class ServerEngine:
         self.timeout = timeout
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._start_lock = asyncio.Lock()
+        # httpx clients and asyncio locks belong to one event loop; scripts that call
+        # asyncio.run() repeatedly get one pair per loop.
+        self._per_loop: dict[int, tuple[httpx.AsyncClient | None, asyncio.Lock]] = {}
         self.restarts = 0
 
     @property
@@ -91,6 +92,24 @@ class ServerEngine:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def _loop_state(self) -> tuple[httpx.AsyncClient | None, asyncio.Lock]:
+        loop_id = id(asyncio.get_running_loop())
+        client, lock = self._per_loop.get(loop_id, (None, None))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._per_loop = {loop_id: (None, lock)}  # older loops are gone; drop their clients
+        if self.port is not None and (client is None or client.is_closed
+                                      or str(client.base_url).rstrip("/") != self.base_url):
+            client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=httpx.Timeout(self.timeout, connect=5.0),
+                limits=httpx.Limits(max_connections=self.concurrency * 4))
+            self._per_loop[loop_id] = (client, lock)
+        return client, lock
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        return self._loop_state()[0]
 
     def command(self) -> list[str]:
         cmd = [self.binary, "-m", self.model_path, "--host", "127.0.0.1", "--port", str(self.port),
@@ -102,7 +121,7 @@ class ServerEngine:
         return cmd
 
     async def start(self) -> None:
-        async with self._start_lock:
+        async with self._loop_state()[1]:
             if self._proc is not None and self._proc.poll() is None:
                 return
             if self._proc is not None:
@@ -112,9 +131,6 @@ class ServerEngine:
             self._proc = subprocess.Popen(
                 self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 start_new_session=True)
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url, timeout=httpx.Timeout(self.timeout, connect=5.0),
-                limits=httpx.Limits(max_connections=self.concurrency * 4))
             await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:
@@ -145,8 +161,14 @@ class ServerEngine:
         threading.Thread(target=drain, daemon=True).start()
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for client, _ in self._per_loop.values():
+            if client is None:
+                continue
+            try:
+                await client.aclose()
+            except RuntimeError:  # its loop is closed already
+                pass
+        self._per_loop = {}
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:

@@ -1,0 +1,207 @@
+"""The model hub: entries in the store, names and aliases, defaults, loaded instances."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from genfoundry.core.errors import ConfigError, InvalidRequest, ModelNotFound
+from genfoundry.core.types import GenerationRequest, Message
+from genfoundry.models.hub import ModelHub
+from genfoundry.models.protocols import ChatModel, EmbeddingModel
+from genfoundry.models.providers import get_provider, providers
+from genfoundry.models.spec import ModelSpec
+from genfoundry.testing.fakes import FakeChatModel, FakeEmbeddingModel
+
+
+def spec(name: str, **fields) -> ModelSpec:
+    return ModelSpec(name=name, provider="fake", location="memory", **fields)
+
+
+def test_list_is_sorted_by_name(hub):
+    hub.add(spec("aaa"))
+    assert [s.name for s in hub.list()] == ["aaa", "fake-chat", "fake-embed"]
+
+
+def test_resolve_by_name_and_alias(hub):
+    hub.add(spec("tiny", aliases=["small", "mini"], context_length=128))
+    assert hub.resolve("tiny").context_length == 128
+    assert hub.resolve("mini").name == "tiny"
+    assert hub.resolve("default").name == "fake-chat"
+    assert hub.resolve("default-embedding").name == "fake-embed"
+
+
+def test_entries_persist_in_the_store(hub, store, settings):
+    hub.add(spec("kept", description="still here"))
+    assert ModelHub(store, settings).resolve("kept").description == "still here"
+
+
+def test_unknown_model_tells_what_to_run(hub):
+    with pytest.raises(ModelNotFound) as info:
+        hub.resolve("nope")
+    assert "'nope'" in info.value.message
+    assert "genfoundry models list" in info.value.message
+    assert info.value.status_code == 404
+
+
+def test_duplicate_name_needs_replace(hub):
+    with pytest.raises(InvalidRequest, match="already exists"):
+        hub.add(spec("fake-chat", description="second"))
+    assert hub.resolve("fake-chat").description is None
+    hub.add(spec("fake-chat", aliases=["default"], description="second"), replace=True)
+    assert hub.resolve("default").description == "second"
+
+
+@pytest.mark.parametrize("clashing", [
+    {"name": "other", "aliases": ["default"]},       # alias = another model's alias
+    {"name": "other", "aliases": ["fake-embed"]},    # alias = another model's name
+    {"name": "default"},                             # name = another model's alias
+])
+def test_name_or_alias_clash_is_refused(hub, clashing):
+    with pytest.raises(InvalidRequest, match="already used"):
+        hub.add(spec(**clashing))
+    assert "other" not in [s.name for s in hub.list()]
+
+
+def test_replace_cannot_steal_another_models_alias(hub):
+    with pytest.raises(InvalidRequest, match="already used by model 'fake-embed'"):
+        hub.add(spec("fake-chat", aliases=["default-embedding"]), replace=True)
+
+
+def test_unknown_provider_lists_installed_ones(hub):
+    with pytest.raises(ConfigError) as info:
+        hub.add(ModelSpec(name="x", provider="nosuch", location="memory"))
+    assert "nosuch" in info.value.message
+    assert "fake" in info.value.message and "llamacpp" in info.value.message
+
+
+def test_remove_by_alias(hub):
+    removed = hub.remove("default")
+    assert removed.name == "fake-chat"
+    assert [s.name for s in hub.list()] == ["fake-embed"]
+    with pytest.raises(ModelNotFound):
+        hub.resolve("fake-chat")
+    with pytest.raises(ModelNotFound):
+        hub.remove("fake-chat")
+
+
+def test_set_default_moves_the_chat_alias(hub):
+    hub.add(spec("second-chat"))
+    hub.set_default("second-chat")
+    assert hub.resolve("default").name == "second-chat"
+    assert "default" not in hub.resolve("fake-chat").aliases
+    assert hub.resolve("default-embedding").name == "fake-embed"  # the other default is untouched
+
+
+def test_set_default_for_embedding_model_moves_the_embedding_alias(hub):
+    hub.add(spec("second-embed", capabilities=["embedding"]))
+    chosen = hub.set_default("second-embed")
+    assert "default-embedding" in chosen.aliases
+    assert hub.resolve("default-embedding").name == "second-embed"
+    assert hub.resolve("fake-embed").aliases == []
+    assert hub.resolve("default").name == "fake-chat"
+
+
+def test_set_default_twice_keeps_one_alias(hub):
+    hub.set_default("fake-chat")
+    assert hub.resolve("fake-chat").aliases == ["default"]
+
+
+def test_record_measured_persists(hub, store, settings):
+    hub.record_measured("default", prefill_tps=None, decode_tps=42.0)
+    measured = ModelHub(store, settings).resolve("fake-chat").measured
+    assert measured.decode_tokens_per_second == 42.0
+    assert measured.prefill_tokens_per_second is None
+    assert measured.measured_at is not None
+    hub.record_measured("fake-chat", prefill_tps=100.0, decode_tps=None)
+    measured = hub.resolve("fake-chat").measured
+    assert (measured.prefill_tokens_per_second, measured.decode_tokens_per_second) == (100.0, 42.0)
+
+
+def test_load_returns_one_warmed_instance(hub, monkeypatch):
+    warmed = []
+
+    async def warm_up(self):
+        warmed.append(self)
+
+    monkeypatch.setattr(FakeChatModel, "warm_up", warm_up)
+
+    async def load_three_times():
+        first, second = await asyncio.gather(hub.load("default"), hub.load("fake-chat"))
+        return first, second, await hub.load("fake-chat")
+
+    first, second, third = asyncio.run(load_three_times())
+    assert first is second is third
+    assert isinstance(first, FakeChatModel) and isinstance(first, ChatModel)
+    assert warmed == [first]
+    assert hub.loaded() == {"fake-chat": first}
+
+
+def test_loaded_model_answers(hub):
+    async def ask():
+        model = await hub.load_chat("default")
+        return await model.generate(GenerationRequest(messages=[Message("user", "hi there")]))
+
+    assert asyncio.run(ask()).text == "echo: hi there"
+
+
+def test_load_embedding(hub):
+    model = asyncio.run(hub.load_embedding("default-embedding"))
+    assert isinstance(model, FakeEmbeddingModel) and isinstance(model, EmbeddingModel)
+
+
+def test_replacing_an_entry_drops_the_loaded_instance(hub):
+    first = asyncio.run(hub.load("fake-chat"))
+    hub.add(spec("fake-chat", aliases=["default"], options={"replies": ["new"]}), replace=True)
+    assert "fake-chat" not in hub.loaded()
+    assert asyncio.run(hub.load("fake-chat")) is not first
+
+
+def test_load_chat_refuses_embedding_model(hub):
+    with pytest.raises(InvalidRequest, match="cannot chat"):
+        asyncio.run(hub.load_chat("fake-embed"))
+    assert hub.loaded() == {}
+
+
+def test_load_embedding_refuses_chat_model(hub):
+    with pytest.raises(InvalidRequest, match="default-embedding"):
+        asyncio.run(hub.load_embedding("fake-chat"))
+
+
+def test_close_forgets_loaded_models(hub):
+    asyncio.run(hub.load("fake-chat"))
+    asyncio.run(hub.close())
+    assert hub.loaded() == {}
+
+
+def test_close_closes_every_model_even_when_one_fails(hub, monkeypatch):
+    closed = []
+
+    async def failing_close(self):
+        closed.append(self.spec.name)
+        raise RuntimeError("engine died")
+
+    async def close(self):
+        closed.append(self.spec.name)
+
+    monkeypatch.setattr(FakeChatModel, "close", failing_close)
+    monkeypatch.setattr(FakeEmbeddingModel, "close", close)
+
+    async def load_both_then_close():
+        await hub.load("fake-chat")
+        await hub.load("fake-embed")
+        await hub.close()
+
+    with pytest.raises(ConfigError, match="fake-chat.*engine died"):
+        asyncio.run(load_both_then_close())
+    assert sorted(closed) == ["fake-chat", "fake-embed"]
+    assert hub.loaded() == {}
+
+
+def test_providers_are_discovered_through_entry_points():
+    found = providers()
+    assert {"llamacpp", "openai_compat", "anthropic", "transformers", "sentence_transformers",
+            "fake"} <= set(found)
+    assert list(found) == sorted(found)
+    assert get_provider("fake").name == "fake"
