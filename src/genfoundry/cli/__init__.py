@@ -19,7 +19,7 @@ app = typer.Typer(name="genfoundry", no_args_is_help=True, add_completion=False,
 
 
 @app.callback()
-def root(ctx: typer.Context,
+def _root(ctx: typer.Context,
          home: Path = typer.Option(None, "--home", envvar="GENFOUNDRY_HOME",
                                    help="Where genfoundry keeps its data (default ~/.genfoundry).")):
     ctx.obj = Context(home=home)

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from genfoundry.core.errors import GenfoundryError
 from genfoundry.core.settings import Settings, load_settings
@@ -69,6 +70,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except GenfoundryError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            # Messages quote user input, so no markup; soft_wrap keeps one line in a pipe.
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     return wrapper

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from genfoundry.cli.common import console, get_context, handle_errors
@@ -124,9 +125,13 @@ def add(ctx: typer.Context,
               "context_length": context_length, "parameters": parameters, "license": license_,
               "fallbacks": fallback, "description": description}
     spec_data = {**found, **{k: v for k, v in fields.items() if v}}
-    spec = ModelSpec(name=name, provider=provider, location=location, options=options,
-                     price=Price(input_per_million=price_input, output_per_million=price_output,
-                                 per_hour=price_hour), **spec_data)
+    try:
+        spec = ModelSpec(name=name, provider=provider, location=location, options=options,
+                         price=Price(input_per_million=price_input, output_per_million=price_output,
+                                     per_hour=price_hour), **spec_data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"invalid model entry ({problems})") from None
     get_context(ctx).hub().add(spec, replace=replace)
     console.print(f"Added [bold]{spec.name}[/bold] ({spec.provider}): {', '.join(spec.capabilities)}, "
                   f"clearance {spec.clearance}.")

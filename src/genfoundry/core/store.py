@@ -29,12 +29,29 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+class _String(sa.types.TypeDecorator):
+    """A string column. PostgreSQL text cannot hold NUL, which any client can send, so
+    there a NUL becomes U+FFFD, in stored values and in lookups alike."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if isinstance(value, str) and "\x00" in value and dialect.name == "postgresql":
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class _Text(_String):
+    impl = sa.Text
+
+
 metadata = sa.MetaData()
 
 models = sa.Table(
     "models", metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("name", _String(200), primary_key=True),
+    sa.Column("provider", _String(100), nullable=False),
     sa.Column("spec", sa.JSON, nullable=False),
     sa.Column("builtin", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
@@ -43,14 +60,14 @@ models = sa.Table(
 
 api_keys = sa.Table(
     "api_keys", metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("prefix", sa.String(32), nullable=False),
-    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("name", _String(200), nullable=False),
+    sa.Column("key_hash", _String(64), nullable=False, unique=True),
+    sa.Column("prefix", _String(32), nullable=False),
+    sa.Column("role", _String(20), nullable=False),
     sa.Column("rpm_limit", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
-    sa.Column("budget_period", sa.String(10), nullable=False, default="month"),
+    sa.Column("budget_period", _String(10), nullable=False, default="month"),
     sa.Column("allowed_models", sa.JSON, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
@@ -58,24 +75,24 @@ api_keys = sa.Table(
 
 calls = sa.Table(
     "calls", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("id", _String(64), primary_key=True),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow, index=True),
-    sa.Column("key_id", sa.String(32), nullable=True, index=True),
-    sa.Column("endpoint", sa.String(50), nullable=False),
-    sa.Column("model", sa.String(200), nullable=True, index=True),
-    sa.Column("resolved_model", sa.String(200), nullable=True),
-    sa.Column("provider", sa.String(100), nullable=True),
+    sa.Column("key_id", _String(32), nullable=True, index=True),
+    sa.Column("endpoint", _String(50), nullable=False),
+    sa.Column("model", _String(200), nullable=True, index=True),
+    sa.Column("resolved_model", _String(200), nullable=True),
+    sa.Column("provider", _String(100), nullable=True),
     sa.Column("stream", sa.Boolean, nullable=False, default=False),
-    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("status", _String(20), nullable=False),
     sa.Column("http_status", sa.Integer, nullable=False),
-    sa.Column("error_type", sa.String(100), nullable=True),
-    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("error_type", _String(100), nullable=True),
+    sa.Column("error_message", _Text, nullable=True),
     sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
     sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
     sa.Column("ttft_ms", sa.Float, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=True),
-    sa.Column("fallback_from", sa.String(200), nullable=True),
+    sa.Column("fallback_from", _String(200), nullable=True),
     sa.Column("request", sa.JSON, nullable=True),
     sa.Column("response", sa.JSON, nullable=True),
 )

@@ -32,7 +32,7 @@ from genfoundry.models.builtin import register_builtins
 from genfoundry.models.hub import ModelHub
 from genfoundry.observe.calls import CallRecorder
 
-__all__ = ["create_app"]
+__all__ = ["BodyLimit", "create_app"]
 
 log = logging.getLogger(__name__)
 

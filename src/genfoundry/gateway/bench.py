@@ -29,7 +29,18 @@ from genfoundry.core.settings import Settings
 from genfoundry.models.prompting import TEMPLATES, render_chat
 from genfoundry.core.types import Message
 
-__all__ = ["BenchConfig", "run_gateway_bench"]
+__all__ = [
+    "BenchConfig",
+    "StreamTiming",
+    "bench_direct",
+    "bench_gateway",
+    "bench_llama_server",
+    "concurrent_streams",
+    "direct_stream",
+    "openai_chat_stream",
+    "openai_completion_stream",
+    "run_gateway_bench",
+]
 
 STORY = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 

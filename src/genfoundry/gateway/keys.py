@@ -23,7 +23,15 @@ import sqlalchemy as sa
 from genfoundry.core.errors import AuthenticationError, InvalidRequest, NotFound
 from genfoundry.core.store import Store, utcnow
 
-__all__ = ["ROLES", "ApiKey", "create_key", "ensure_admin_key", "list_keys", "revoke_key", "verify_key"]
+__all__ = [
+    "ApiKey",
+    "ROLES",
+    "create_key",
+    "ensure_admin_key",
+    "list_keys",
+    "revoke_key",
+    "verify_key",
+]
 
 Role = Literal["admin", "developer", "app"]
 ROLES: tuple[str, ...] = ("admin", "developer", "app")

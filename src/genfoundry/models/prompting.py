@@ -18,8 +18,9 @@ from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Message, ToolCall
 
 __all__ = [
-    "TEMPLATES",
     "RenderedPrompt",
+    "TEMPLATES",
+    "TurnTemplate",
     "forced_tool_schema",
     "parse_tool_calls",
     "render_chat",

@@ -6,7 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "ResponseFormat", "StreamOptions", "Tool"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "ContentPart",
+    "FunctionCall",
+    "FunctionDef",
+    "JsonSchemaFormat",
+    "ResponseFormat",
+    "StreamOptions",
+    "Tool",
+    "ToolCallIn",
+]
 
 
 class _Strict(BaseModel):

@@ -13,7 +13,7 @@ from genfoundry.gateway.generation import CallContext, GenerationRun
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["chat_completion", "to_generation_request"]
+__all__ = ["chat_completion", "new_call_id", "to_generation_request"]
 
 
 def to_generation_request(body: ChatCompletionRequest) -> GenerationRequest:

@@ -35,7 +35,14 @@ from genfoundry.models.providers.llama_inprocess import CompletionParams, InProc
 from genfoundry.models.providers.llama_server import ServerEngine, find_llama_server
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "LlamaCppModel", "gguf_metadata", "register"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_TEMPERATURE",
+    "LlamaCppModel",
+    "gguf_metadata",
+    "inspect",
+    "register",
+]
 
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_TEMPERATURE = 0.7
