@@ -13,7 +13,7 @@ from genfoundry.models.builtin import assemble_gemma
 from genfoundry.models.providers.llama_server import find_llama_server
 from genfoundry.models.providers.llamacpp import LlamaCppModel, inspect
 from genfoundry.models.spec import ModelSpec
-from genfoundry.testing.conformance import ChatModelConformance
+from genfoundry.testing.conformance import ChatModelConformance, EmbeddingModelConformance
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,21 @@ def test_server_engine_without_binary_is_a_clear_error(gguf, tmp_path):
     model = LlamaCppModel(ModelSpec(name="g", provider="llamacpp", location=gguf), settings)
     with pytest.raises(ConfigError, match="genfoundry engine build"):
         asyncio.run(model.warm_up())
+
+
+class TestGGUFEmbeddings(EmbeddingModelConformance):
+    """A GGUF chat model also embeds (mean-pooled), as llama.cpp allows."""
+
+    @pytest.fixture(scope="class")
+    def embedding_model(self, gguf, tmp_path_factory):
+        settings = load_settings(home=tmp_path_factory.mktemp("embed"), environ={},
+                                 overrides={"llama_engine": "inprocess"})
+        spec = ModelSpec(name="gemma-embed", provider="llamacpp", location=gguf, context_length=512,
+                         capabilities=["embedding"])
+        model = LlamaCppModel(spec, settings)
+        asyncio.run(model.warm_up())
+        yield model
+        asyncio.run(model.close())
+
+    def test_dimensions_match_the_model(self, embedding_model):
+        assert embedding_model.dimensions == 640

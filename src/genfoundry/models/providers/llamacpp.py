@@ -235,7 +235,10 @@ class LlamaCppModel:
     # -- embeddings --------------------------------------------------------------
     @property
     def dimensions(self) -> int:
-        return self._vocab.n_embd() if self._vocab is not None else 0
+        if self._vocab is None:
+            return 0
+        meta = self._vocab.metadata  # a vocab-only load reports n_embd() as 0
+        return int(meta.get(f"{meta.get('general.architecture')}.embedding_length", 0))
 
     async def embed(self, texts: list[str]) -> Embeddings:
         if not texts:
