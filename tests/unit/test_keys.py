@@ -7,7 +7,13 @@ import sqlalchemy as sa
 
 from genfoundry.core.errors import AuthenticationError, InvalidRequest, NotFound
 from genfoundry.gateway.keys import (
-    KEY_PREFIX, ApiKey, create_key, ensure_admin_key, list_keys, revoke_key, verify_key,
+    KEY_PREFIX,
+    ApiKey,
+    create_key,
+    ensure_admin_key,
+    list_keys,
+    revoke_key,
+    verify_key,
 )
 
 

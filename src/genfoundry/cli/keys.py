@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genfoundry.cli.common import console, get_context, handle_errors
@@ -24,7 +25,7 @@ def create(ctx: typer.Context,
     secret, key = create_key(get_context(ctx).store, name=name, role=role, rpm_limit=rpm,
                              token_budget=token_budget, budget_period=budget_period,
                              allowed_models=model or None)
-    console.print(f"Created {key.role} key [bold]{key.name}[/bold] (id {key.id}). It is shown only now:")
+    console.print(f"Created {key.role} key [bold]{escape(key.name)}[/bold] (id {key.id}). It is shown only now:")
     print(secret)
 
 
@@ -35,7 +36,7 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
     table = Table("id", "name", "role", "prefix", "rpm", "budget", "models", "created", "revoked")
     for k in list_keys(get_context(ctx).store, include_revoked=all_):
         budget = f"{k.token_budget}/{k.budget_period}" if k.token_budget else "-"
-        table.add_row(k.id, k.name, k.role, k.prefix + "…", str(k.rpm_limit or "-"), budget,
+        table.add_row(k.id, escape(k.name), k.role, k.prefix + "…", str(k.rpm_limit or "-"), budget,
                       ",".join(k.allowed_models or []) or "all", f"{k.created_at:%Y-%m-%d %H:%M}",
                       f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
     console.print(table)
@@ -46,4 +47,4 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
 def revoke(ctx: typer.Context, key: str = typer.Argument(..., help="Key id or name.")):
     """Revoke a key; requests with it get 401 from then on."""
     revoked = revoke_key(get_context(ctx).store, key)
-    console.print(f"Revoked key {revoked.name} ({revoked.id}).")
+    console.print(f"Revoked key {escape(revoked.name)} ({revoked.id}).")

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genfoundry.cli.common import console, get_context, handle_errors
@@ -48,7 +49,7 @@ def logs(ctx: typer.Context,
     table = Table("time (UTC)", "id", "key", "endpoint", "model", "status", "tokens in/out", "ttft ms", "ms", "cost $")
     for r in rows:
         table.add_row(f"{r['created_at']:%m-%d %H:%M:%S}", r["id"][-12:], r["key_id"] or "-", r["endpoint"],
-                      r["resolved_model"] or r["model"] or "-",
+                      escape(r["resolved_model"] or r["model"] or "-"),
                       r["status"] if r["status"] == "ok" else f"[red]{r['status']} {r['http_status']}[/red]",
                       f"{r['prompt_tokens']}/{r['completion_tokens']}",
                       f"{r['ttft_ms']:.0f}" if r["ttft_ms"] is not None else "-", f"{r['latency_ms']:.0f}",

@@ -134,6 +134,8 @@ def render_chat(
             content = f"{pending_system}\n\n{content}"
             pending_system = ""
         out.append(f"{template.user}{content}{template.end}")
+    if pending_system:  # only a system message: it still has to reach the model
+        out.append(f"{template.user}{pending_system}{template.end}")
     out.append(template.generation_prefix)
     return RenderedPrompt(text="".join(out), stop=list(template.stop))
 
@@ -173,13 +175,13 @@ def parse_tool_calls(text: str, *, forced: bool = False) -> tuple[str, list[Tool
     if forced:
         try:
             return "", [_tool_call(json.loads(text))]
-        except ValueError:
+        except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
             return text, []
     calls = []
     for match in _TOOL_CALL.finditer(text):
         try:
             calls.append(_tool_call(json.loads(match.group(1))))
-        except ValueError:
+        except (ValueError, AttributeError):
             continue
     if not calls:
         return text, []
