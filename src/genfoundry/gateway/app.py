@@ -86,18 +86,31 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._refuse(send)
         seen = 0
+        too_large = started = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise PayloadTooLarge(self._message())
             return message
 
+        async def guarded_send(message):
+            nonlocal started
+            # FastAPI turns an error raised while it reads the body into its own 400;
+            # the client must get the 413 instead.
+            if too_large and not started:
+                return
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except PayloadTooLarge:
+            pass
+        if too_large and not started:
             await self._refuse(send)
 
     def _message(self) -> str:

@@ -25,6 +25,8 @@ from genfoundry.core.store import Store, utcnow
 
 __all__ = [
     "ApiKey",
+    "MAX_RPM_LIMIT",
+    "MAX_TOKEN_BUDGET",
     "ROLES",
     "create_key",
     "ensure_admin_key",
@@ -37,6 +39,9 @@ Role = Literal["admin", "developer", "app"]
 ROLES: tuple[str, ...] = ("admin", "developer", "app")
 PERIODS: tuple[str, ...] = ("day", "month", "total")
 KEY_PREFIX = "gf-"
+# The largest numbers the columns hold on every backend (PostgreSQL INTEGER and BIGINT).
+MAX_RPM_LIMIT = 2**31 - 1
+MAX_TOKEN_BUDGET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,12 @@ def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: i
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, not '{role}'")
     if budget_period not in PERIODS:
         raise InvalidRequest(f"budget period must be one of {', '.join(PERIODS)}")
-    for value, label in ((rpm_limit, "rpm limit"), (token_budget, "token budget")):
+    for value, label, most in ((rpm_limit, "rpm limit", MAX_RPM_LIMIT),
+                               (token_budget, "token budget", MAX_TOKEN_BUDGET)):
         if value is not None and value <= 0:
             raise InvalidRequest(f"{label} must be positive")
+        if value is not None and value > most:
+            raise InvalidRequest(f"{label} must be at most {most}")
     key_id = secrets.token_hex(6)
     secret = f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
     table = store.tables.api_keys

@@ -9,7 +9,15 @@ from fastapi.responses import StreamingResponse
 
 from genfoundry.core.errors import GenfoundryError
 
-__all__ = ["sse_response"]
+__all__ = ["STREAM_RESPONSES", "sse_response"]
+
+# OpenAPI for routes that answer with JSON, or with events when the request says "stream": true.
+# (Before OpenAPI 3.2, the schema of an event stream describes one event.)
+STREAM_RESPONSES: dict = {200: {
+    "description": "A JSON object; with `\"stream\": true`, server-sent events ending in `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {
+        "type": "object", "required": ["data"],
+        "properties": {"data": {"type": "string", "description": "A JSON chunk, or [DONE] at the end."}}}}}}}
 
 
 def _event(payload: dict | str) -> bytes:

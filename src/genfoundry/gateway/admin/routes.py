@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from genfoundry.gateway.auth import require_role
-from genfoundry.gateway.keys import ApiKey, create_key, list_keys, revoke_key
+from genfoundry.gateway.keys import (
+    MAX_RPM_LIMIT,
+    MAX_TOKEN_BUDGET,
+    ApiKey,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from genfoundry.observe.calls import list_calls
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -20,8 +27,8 @@ class KeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal["admin", "developer", "app"] = "developer"
-    rpm_limit: int | None = Field(None, ge=1)
-    token_budget: int | None = Field(None, ge=1)
+    rpm_limit: int | None = Field(None, ge=1, le=MAX_RPM_LIMIT)
+    token_budget: int | None = Field(None, ge=1, le=MAX_TOKEN_BUDGET)
     budget_period: Literal["day", "month", "total"] = "month"
     allowed_models: list[str] | None = None
 

@@ -7,12 +7,13 @@ from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.chat.serving import chat_completion, new_call_id
 from genfoundry.gateway.generation import CallContext
 from genfoundry.gateway.keys import ApiKey
-from genfoundry.gateway.sse import sse_response
+from genfoundry.gateway.sse import STREAM_RESPONSES, sse_response
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", tags=["openai"], summary="Chat completion (OpenAI-compatible)")
+@router.post("/v1/chat/completions", tags=["openai"], summary="Chat completion (OpenAI-compatible)",
+             responses=STREAM_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request,
                                  key: ApiKey = Depends(authenticate)):
     ctx = CallContext(id=new_call_id(), endpoint="chat", key=key, requested_model=body.model,

@@ -9,12 +9,13 @@ from genfoundry.gateway.completions.protocol import CompletionRequest
 from genfoundry.gateway.completions.serving import completion
 from genfoundry.gateway.generation import CallContext
 from genfoundry.gateway.keys import ApiKey
-from genfoundry.gateway.sse import sse_response
+from genfoundry.gateway.sse import STREAM_RESPONSES, sse_response
 
 router = APIRouter()
 
 
-@router.post("/v1/completions", tags=["openai"], summary="Text completion (OpenAI-compatible)")
+@router.post("/v1/completions", tags=["openai"], summary="Text completion (OpenAI-compatible)",
+             responses=STREAM_RESPONSES)
 async def create_completion(body: CompletionRequest, request: Request, key: ApiKey = Depends(authenticate)):
     ctx = CallContext(id=f"cmpl-{uuid.uuid4().hex}", endpoint="completions", key=key,
                       requested_model=body.model, stream=body.stream, body=body.model_dump(exclude_none=True))
