@@ -9,7 +9,8 @@ that every generated request presents. Properties checked on every response:
 
 - never a 5xx;
 - every 4xx carries the OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``;
-- the body and content type conform to the schema wherever the schema says what they are.
+- the status code, body and content type conform to the schema (errors are documented
+  with the OpenAI error shape, not FastAPI's 422).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, response_schema_conformance, status_code_conformance,
+)
 
 from genfoundry.core.settings import load_settings
 from genfoundry.core.store import Store
@@ -130,7 +133,8 @@ def test_every_operation_holds_the_properties(case, admin_secret):
     response = case.call(headers={"Authorization": f"Bearer {admin_secret}"})
     case.validate_response(
         response,
-        checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance,
+                status_code_conformance],
         additional_checks=[openai_error_shape],
     )
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,7 +33,7 @@ from genfoundry.models.builtin import register_builtins
 from genfoundry.models.hub import ModelHub
 from genfoundry.observe.calls import CallRecorder
 
-__all__ = ["BodyLimit", "create_app"]
+__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,44 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": response.body})
 
 
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+ERROR_STATUSES = {
+    "400": "Invalid request: bad JSON, unknown field, invalid value, context length exceeded",
+    "401": "Missing, invalid or revoked API key",
+    "403": "The key may not use this model or route",
+    "404": "Unknown model or resource",
+    "413": "Request body over max_body_bytes",
+    "429": "Rate limit, token budget or model queue full (see Retry-After)",
+    "502": "The model provider failed and no fallback worked",
+}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI documents 422 validation errors; the gateway answers in the OpenAI error shape instead."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Error"] = ERROR_SCHEMA
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, operations in schema["paths"].items():
+        if not path.startswith(("/v1/", "/admin/")):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, description in ERROR_STATUSES.items():
+                responses.setdefault(status, {"description": description, **error})
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
     """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
 
@@ -142,9 +181,11 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         try:
             yield
         finally:
-            await hub.close()
-            recorder.close()
-            store.close()
+            try:
+                await hub.close()
+            finally:
+                recorder.close()  # pending call records are written even if a model failed to close
+                store.close()
 
     app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible gateway of genfoundry.")
@@ -174,4 +215,5 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)
     return app

@@ -87,11 +87,17 @@ class GenerationRun:
         self._final: GenerationChunk | None = None
         self._recorded = False
 
-    async def start(self) -> None:
-        """Find a model that starts generating; errors here become HTTP errors."""
+    async def start(self, check=None) -> None:
+        """Find a model that starts generating; errors here become HTTP errors.
+
+        ``check(spec)`` vets the requested model first (capabilities); its errors are recorded too.
+        """
         error: GenfoundryError | None = None
         try:
-            for spec in candidates(self.rt, self.ctx.requested_model, self.ctx.key):
+            found = candidates(self.rt, self.ctx.requested_model, self.ctx.key)
+            if check is not None:
+                check(found[0])
+            for spec in found:
                 try:
                     await self._start_on(spec)
                     return
@@ -143,7 +149,9 @@ class GenerationRun:
             status = "ok"
         except StopAsyncIteration:
             status = "ok"
-        except GenfoundryError as exc:
+        except asyncio.CancelledError:
+            raise  # the client went away: recorded as cancelled
+        except Exception as exc:
             status = "error"
             self._error = exc
             raise
@@ -162,7 +170,7 @@ class GenerationRun:
         usage = (self._final.usage if self._final else None) or Usage()
         cost = call_cost(self.spec, usage, attributed_seconds=getattr(self, "attributed_seconds", None))
         error = getattr(self, "_error", None)
-        http_status = {"ok": 200, "cancelled": 499}.get(status, error.status_code if error else 500)
+        http_status = {"ok": 200, "cancelled": 499}.get(status, getattr(error, "status_code", 500))
         self._record(status=status, http_status=http_status, usage=usage, cost=cost, error=error)
         model = self.spec.name
         metrics = self.rt.metrics

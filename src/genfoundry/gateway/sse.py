@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
@@ -10,6 +11,8 @@ from fastapi.responses import StreamingResponse
 from genfoundry.core.errors import GenfoundryError
 
 __all__ = ["STREAM_RESPONSES", "sse_response"]
+
+log = logging.getLogger(__name__)
 
 # OpenAPI for routes that answer with JSON, or with events when the request says "stream": true.
 # (Before OpenAPI 3.2, the schema of an event stream describes one event.)
@@ -32,6 +35,11 @@ async def _frames(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     except GenfoundryError as exc:
         # Headers are gone already: the error travels as an event, as OpenAI does.
         yield _event(exc.to_dict())
+        return
+    except Exception:
+        log.exception("stream failed")
+        yield _event({"error": {"message": "internal error; see the gateway log", "type": "server_error",
+                                "param": None, "code": None}})
         return
     yield _event("[DONE]")
 

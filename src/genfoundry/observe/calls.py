@@ -95,7 +95,11 @@ class CallRecorder:
                 conn.execute(self.store.tables.calls.insert(), rows)
             self.written += len(rows)
         except Exception as exc:  # a failed write must not kill the recorder thread
-            log.error("could not record %d calls: %s", len(rows), exc)
+            if len(rows) > 1:  # find the bad row; keep the others
+                for row in rows:
+                    self._write([row])
+                return
+            log.error("could not record call %s: %s", rows[0].get("id"), exc)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written."""

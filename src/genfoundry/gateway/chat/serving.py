@@ -90,9 +90,8 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
 async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
     """Start the generation; return a response dict, or an event iterator when streaming."""
     request = to_generation_request(body)
-    _check_capabilities(rt.hub.resolve(body.model), request)
     run = GenerationRun(rt, ctx, request)
-    await run.start()
+    await run.start(check=lambda spec: _check_capabilities(spec, request))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _events(ctx, run, include_usage)

@@ -29,16 +29,18 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
             yield {**base, "choices": [], "usage": _usage_json(chunk.usage)}
 
 
-async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
-    spec = rt.hub.resolve(body.model)
+def _check_completion(spec) -> None:
     if not spec.can("completion"):
         raise InvalidRequest(f"model '{spec.name}' does not do text completion; use /v1/chat/completions",
                              param="model")
+
+
+async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
     request = GenerationRequest(
         prompt=body.prompt_text(), max_tokens=body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed)
     run = GenerationRun(rt, ctx, request)
-    await run.start()
+    await run.start(check=_check_completion)
     if body.stream:
         return _events(ctx, run, bool(body.stream_options and body.stream_options.include_usage))
     result = await run.collect()
