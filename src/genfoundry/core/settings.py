@@ -24,6 +24,10 @@ ENV_PREFIX = "GENFOUNDRY_"
 CONFIG_FILE = "config.toml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# Full-size sliding-window KV cache: without it llama-server re-processes more of the prompt
+# and the first token comes ~25 ms later on Gemma 3 (the in-process engine keeps it full too).
+# An 8-bit KV cache (needs flash attention) halves the memory that costs; measured in docs/benchmarks.md.
+DEFAULT_LLAMA_SERVER_ARGS = "--swa-full -fa on -ctk q8_0 -ctv q8_0"
 
 
 def default_home() -> Path:
@@ -43,6 +47,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body the gateway accepts, in bytes; larger bodies get 413.")
     llama_engine: Literal["auto", "server", "inprocess"] = Field("auto", description="How GGUF models run: 'server' drives llama.cpp's llama-server (continuous batching), 'inprocess' uses llama-cpp-python in the gateway, 'auto' uses the server when a llama-server binary is found.")
     llama_server_path: str | None = Field(None, description="Path of a llama-server binary; default: the one `genfoundry engine build` made, then PATH.")
+    llama_server_args: str = Field(DEFAULT_LLAMA_SERVER_ARGS, description="Extra command-line arguments for llama-server engines, one shell-quoted string; the default keeps a full sliding-window cache (fast first token) with an 8-bit KV cache (half the memory).")
     llama_parallel: int = Field(8, ge=1, le=64, description="Sequences a llama-server engine decodes at once (its -np).")
     llama_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: all cores.")
     llama_context: int = Field(4096, ge=256, description="Context window per sequence for GGUF models (capped by the model's own).")

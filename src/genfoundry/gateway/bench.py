@@ -4,11 +4,13 @@
 2. the gateway (a real `genfoundry serve` process) through the official openai client,
    same rendered prompt, greedy, streaming: the same two figures;
 3. eight concurrent streaming clients through the gateway, and eight against
-   llama.cpp's own llama-server (-np 8) started with the same binary and model:
-   aggregate tokens/s and how many requests succeeded;
+   llama.cpp's own llama-server (-np 8, default flags) started with the same binary
+   and model: aggregate tokens/s and how many requests succeeded;
 4. resident memory of the gateway process and of its engine, models loaded.
 
-Every run uses a distinct prompt prefix so no engine answers from a prompt cache.
+All sides run at once and are measured in turns (direct, gateway, llama-server,
+direct, ...), so noise from the machine falls on all of them alike. Every request
+uses a distinct prompt so no engine answers from a prompt cache.
 """
 
 from __future__ import annotations
@@ -32,9 +34,6 @@ from genfoundry.core.types import Message
 __all__ = [
     "BenchConfig",
     "StreamTiming",
-    "bench_direct",
-    "bench_gateway",
-    "bench_llama_server",
     "concurrent_streams",
     "direct_stream",
     "openai_chat_stream",
@@ -49,7 +48,8 @@ STORY = "Write a long, detailed story about a lighthouse keeper who finds a mess
 class BenchConfig:
     model_path: str
     max_tokens: int = 128
-    runs: int = 5
+    runs: int = 10
+    rounds: int = 3
     concurrency: int = 8
     port: int = 8790
 
@@ -121,24 +121,16 @@ def _summary(timings: list[StreamTiming]) -> dict:
             "tokens_per_run": [t.tokens for t in timings]}
 
 
-def bench_direct(cfg: BenchConfig, settings: Settings) -> dict:
+def _load_direct(cfg: BenchConfig, settings: Settings):
     import llama_cpp
-    llm = llama_cpp.Llama(model_path=cfg.model_path, n_ctx=settings.llama_context,
-                          n_threads=settings.llama_threads or os.cpu_count(), n_batch=512, verbose=False)
-    timings = []
-    for i in range(cfg.runs + 1):
-        prompt, stop = _render(_question(1000 + i))
-        timing = direct_stream(llm, prompt, stop, cfg.max_tokens)
-        if i:  # the first run warms caches and is not counted
-            timings.append(timing)
-    del llm
-    return _summary(timings)
+    return llama_cpp.Llama(model_path=cfg.model_path, n_ctx=settings.llama_context,
+                           n_threads=settings.llama_threads or os.cpu_count(), n_batch=512, verbose=False)
 
 
-def concurrent_streams(run_one, n: int) -> dict:
+def concurrent_streams(run_one, n: int, offset: int) -> dict:
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(n) as pool:
-        futures = [pool.submit(run_one, i) for i in range(n)]
+        futures = [pool.submit(run_one, offset + i) for i in range(n)]
         results, errors = [], []
         for f in futures:
             try:
@@ -175,88 +167,92 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _rss_mb(pid: int) -> dict:
     proc = psutil.Process(pid)
-    children = proc.children(recursive=True)
     own = proc.memory_info().rss / 2**20
-    engine = sum(c.memory_info().rss for c in children) / 2**20
+    engine = sum(c.memory_info().rss for c in proc.children(recursive=True)) / 2**20
     return {"gateway_rss_mb": round(own, 1), "engine_rss_mb": round(engine, 1),
             "total_rss_mb": round(own + engine, 1)}
 
 
-def bench_gateway(cfg: BenchConfig, home: Path, key: str) -> dict:
-    from openai import OpenAI
+def _start_gateway(cfg: BenchConfig, home: Path) -> subprocess.Popen:
     env = {**os.environ, "GENFOUNDRY_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(cfg.port),
          "--preload", "default", "--preload", "default-embedding"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_http(f"http://127.0.0.1:{cfg.port}/health", proc)
-        client = OpenAI(base_url=f"http://127.0.0.1:{cfg.port}/v1", api_key=key, max_retries=0)
-        client.embeddings.create(model="default-embedding", input=["warm up"])
-        memory = _rss_mb(proc.pid)
-        timings = [openai_chat_stream(client, "default", _question(2000 + i), cfg.max_tokens)
-                   for i in range(cfg.runs + 1)][1:]
-        single = _summary(timings)
-        many = concurrent_streams(
-            lambda i: openai_chat_stream(client, "default", _question(3000 + i), cfg.max_tokens), cfg.concurrency)
-        memory_after = _rss_mb(proc.pid)
-        return {"single": single, "concurrent": many, "memory_idle": memory, "memory_after_load": memory_after}
-    finally:
-        _stop(proc)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_http(f"http://127.0.0.1:{cfg.port}/health", proc)
+    return proc
 
 
-def bench_llama_server(cfg: BenchConfig, settings: Settings, binary: str) -> dict:
-    from openai import OpenAI
-    port = cfg.port + 1
-    cmd = [binary, "-m", cfg.model_path, "--host", "127.0.0.1", "--port", str(port),
+def _start_llama_server(cfg: BenchConfig, settings: Settings, binary: str) -> tuple[subprocess.Popen, list[str]]:
+    """llama.cpp's own server as users run it: -np N, same context and threads, default flags."""
+    cmd = [binary, "-m", cfg.model_path, "--host", "127.0.0.1", "--port", str(cfg.port + 1),
            "-np", str(cfg.concurrency), "-c", str(settings.llama_context * cfg.concurrency),
            "-t", str(settings.llama_threads or os.cpu_count()), "--no-webui"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/health", proc)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-
-        def one(i: int) -> StreamTiming:
-            prompt, stop = _render(_question(4000 + i))
-            return openai_completion_stream(client, prompt, stop, cfg.max_tokens)
-        one(99)  # warm-up
-        single = _summary([one(5000 + i) for i in range(cfg.runs)])
-        many = concurrent_streams(one, cfg.concurrency)
-        return {"command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)),
-                "single": single, "concurrent": many}
-    finally:
-        _stop(proc)
+    _wait_http(f"http://127.0.0.1:{cfg.port + 1}/health", proc)
+    return proc, cmd
 
 
 def run_gateway_bench(cfg: BenchConfig, settings: Settings, key: str, binary: str | None, progress=print) -> dict:
-    progress("direct llama-cpp-python, in this process…")
-    direct = bench_direct(cfg, settings)
-    progress("the gateway (genfoundry serve) through the openai client…")
-    gateway = bench_gateway(cfg, settings.home, key)
-    server = None
-    if binary:
-        progress(f"llama-server -np {cfg.concurrency} directly…")
-        server = bench_llama_server(cfg, settings, binary)
-    return _verdict(cfg, direct, gateway, server)
+    """All three sides are up at once and measured in turns, so machine noise hits them alike."""
+    from openai import OpenAI
+    progress("starting the gateway, llama-server and direct llama-cpp-python…")
+    llm = _load_direct(cfg, settings)
+    gateway = _start_gateway(cfg, settings.home)
+    server, server_cmd = _start_llama_server(cfg, settings, binary) if binary else (None, None)
+    try:
+        gw = OpenAI(base_url=f"http://127.0.0.1:{cfg.port}/v1", api_key=key, max_retries=0, timeout=300)
+        gw.embeddings.create(model="default-embedding", input=["warm up"])
+        ref = OpenAI(base_url=f"http://127.0.0.1:{cfg.port + 1}/v1", api_key="none", max_retries=0, timeout=300)
+        sides = {"direct_llama_cpp_python": lambda i: direct_stream(llm, *_render(_question(i)), cfg.max_tokens),
+                 "gateway": lambda i: openai_chat_stream(gw, "default", _question(i), cfg.max_tokens)}
+        if server:
+            sides["llama_server"] = lambda i: openai_completion_stream(ref, *_render(_question(i)), cfg.max_tokens)
+        single = {name: [] for name in sides}
+        progress(f"single stream, {cfg.runs} turns per side…")
+        for turn in range(cfg.runs + 1):
+            for k, (name, run) in enumerate(sides.items()):
+                timing = run(1000 + 10 * turn + k)  # a distinct prompt every time: no prompt cache
+                if turn:  # the first turn warms up and is not counted
+                    single[name].append(timing)
+        many = {name: [] for name in sides if name != "direct_llama_cpp_python"}
+        progress(f"{cfg.concurrency} concurrent streams, {cfg.rounds} rounds per side…")
+        for rnd in range(cfg.rounds):
+            for k, name in enumerate(many):
+                many[name].append(concurrent_streams(sides[name], cfg.concurrency, 5000 + 100 * rnd + 10 * k))
+        memory = _rss_mb(gateway.pid)
+    finally:
+        for proc in (gateway, server):
+            if proc is not None:
+                _stop(proc)
+    return _verdict(cfg, {n: _summary(t) for n, t in single.items()}, many, memory, server_cmd)
 
 
 def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
-def _verdict(cfg: BenchConfig, direct: dict, gateway: dict, server: dict | None) -> dict:
-    g1, d1 = gateway["single"], direct
+def _median_aggregate(rounds: list[dict]) -> float:
+    return round(statistics.median(r["aggregate_tokens_per_s"] for r in rounds), 2)
+
+
+def _verdict(cfg: BenchConfig, single: dict, many: dict, memory: dict, server_cmd) -> dict:
+    direct, gw = single["direct_llama_cpp_python"], single["gateway"]
+    concurrent = {name: {"aggregate_tokens_per_s_median": _median_aggregate(rounds),
+                         "succeeded": sum(r["succeeded"] for r in rounds),
+                         "requests": sum(r["requests"] for r in rounds), "rounds": rounds}
+                  for name, rounds in many.items()}
+    ref = concurrent.get("llama_server", {}).get("aggregate_tokens_per_s_median")
     checks = {
-        "decode_ratio_gateway_vs_direct": _ratio(g1["decode_tokens_per_s_p50"], d1["decode_tokens_per_s_p50"]),
-        "ttft_overhead_ms_p50": round(g1["ttft_ms_p50"] - d1["ttft_ms_p50"], 1),
-        "concurrent_all_succeeded": gateway["concurrent"]["succeeded"] == cfg.concurrency,
-        "aggregate_ratio_gateway_vs_llama_server": _ratio(
-            gateway["concurrent"]["aggregate_tokens_per_s"],
-            server["concurrent"]["aggregate_tokens_per_s"] if server else None),
-        "total_rss_mb": gateway["memory_after_load"]["total_rss_mb"],
+        "decode_ratio_gateway_vs_direct": _ratio(gw["decode_tokens_per_s_p50"], direct["decode_tokens_per_s_p50"]),
+        "ttft_overhead_ms_p50": round(gw["ttft_ms_p50"] - direct["ttft_ms_p50"], 1),
+        "concurrent_all_succeeded": concurrent["gateway"]["succeeded"] == concurrent["gateway"]["requests"],
+        "aggregate_ratio_gateway_vs_llama_server": _ratio(concurrent["gateway"]["aggregate_tokens_per_s_median"], ref),
+        "total_rss_mb": memory["total_rss_mb"],
     }
     targets = {"decode_ratio_gateway_vs_direct": ">= 0.95", "ttft_overhead_ms_p50": "<= 15",
                "concurrent_all_succeeded": "true", "aggregate_ratio_gateway_vs_llama_server": ">= 1.0",
                "total_rss_mb": "< 1536"}
-    return {"config": vars(cfg), "direct_llama_cpp_python": direct, "gateway": gateway,
-            "llama_server": server, "checks": checks, "targets": targets}
+    return {"config": vars(cfg), "single_stream": single, "concurrent": concurrent, "memory": memory,
+            "llama_server_command": " ".join([Path(server_cmd[0]).name, *server_cmd[1:]]) if server_cmd else None,
+            "checks": checks, "targets": targets}

@@ -24,10 +24,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httptools
 import httpx
 
 from genfoundry.core.errors import ContextLengthExceeded, ProviderError
 from genfoundry.models.providers.llama_inprocess import CompletionParams, EngineChunk
+from genfoundry.models.providers.local_sse import EngineHTTPError, post_sse
 
 __all__ = ["ServerEngine", "built_binary_path", "engine_cache_dir", "find_llama_server"]
 
@@ -71,13 +73,14 @@ class ServerEngine:
     """One llama-server process serving one GGUF model with ``parallel`` slots."""
 
     def __init__(self, binary: str, model_path: str, *, n_ctx: int, parallel: int,
-                 n_threads: int | None, timeout: float = 300.0):
+                 n_threads: int | None, timeout: float = 300.0, extra_args: list[str] | None = None):
         self.binary = binary
         self.model_path = model_path
         self.n_ctx = n_ctx
         self.concurrency = parallel
         self.n_threads = n_threads
         self.timeout = timeout
+        self.extra_args = list(extra_args or [])
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         # httpx clients and asyncio locks belong to one event loop; scripts that call
@@ -118,7 +121,7 @@ class ServerEngine:
                "--no-webui", "--metrics"]
         if self.n_threads:
             cmd += ["-t", str(self.n_threads)]
-        return cmd
+        return cmd + self.extra_args
 
     async def start(self) -> None:
         async with self._loop_state()[1]:
@@ -181,6 +184,10 @@ class ServerEngine:
         body = {"prompt": params.prompt, "n_predict": params.max_tokens, "stream": True,
                 "temperature": params.temperature, "top_p": params.top_p, "stop": params.stop,
                 "cache_prompt": True}
+        if params.temperature == 0:
+            # Greedy is the argmax: top_k=1 gives the same tokens without sorting a
+            # 262k-entry vocabulary through the whole sampler chain at every step.
+            body["top_k"] = 1
         if params.seed is not None:
             body["seed"] = params.seed
         if params.json_schema is not None:
@@ -191,27 +198,21 @@ class ServerEngine:
         if self._proc is None or self._proc.poll() is not None:
             await self.start()
         try:
-            async with self._client.stream("POST", "/completion", json=self._body(params)) as resp:
-                if resp.status_code != 200:
-                    raise self._error(resp.status_code, (await resp.aread()).decode(errors="replace"))
-                async for chunk in self._events(resp):
-                    yield chunk
-        except httpx.TransportError as exc:
-            raise ProviderError(f"lost the llama-server engine ({exc.__class__.__name__}); it restarts on the next request") from exc
-
-    async def _events(self, resp: httpx.Response) -> AsyncIterator[EngineChunk]:
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise self._error(500, json.dumps(event["error"]))
-            if event.get("content"):
-                yield EngineChunk(text=event["content"])
-            if event.get("stop"):
-                yield EngineChunk(finish_reason=_FINISH.get(event.get("stop_type"), "stop"),
-                                  completion_tokens=event.get("tokens_predicted"))
-                return
+            async for event in post_sse("127.0.0.1", self.port, "/completion", self._body(params),
+                                        timeout=self.timeout):
+                if "error" in event:
+                    raise self._error(500, json.dumps(event["error"]))
+                if event.get("content"):
+                    yield EngineChunk(text=event["content"])
+                if event.get("stop"):
+                    yield EngineChunk(finish_reason=_FINISH.get(event.get("stop_type"), "stop"),
+                                      completion_tokens=event.get("tokens_predicted"))
+                    return
+        except EngineHTTPError as exc:
+            raise self._error(exc.status, exc.body) from exc
+        except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ValueError) as exc:
+            raise ProviderError(f"lost the llama-server engine ({exc.__class__.__name__}); "
+                                "it restarts on the next request") from exc
 
     @staticmethod
     def _error(status: int, text: str) -> Exception:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,8 @@ class LlamaCppModel:
         if choice in ("server", "auto") and binary is not None:
             return ServerEngine(binary, self.spec.location, n_ctx=self.n_ctx,
                                 parallel=self.settings.llama_parallel, n_threads=threads,
-                                timeout=self.settings.request_timeout)
+                                timeout=self.settings.request_timeout,
+                                extra_args=shlex.split(self.settings.llama_server_args))
         return InProcessEngine(self.spec.location, n_ctx=self.n_ctx, n_threads=threads)
 
     async def close(self) -> None:
