@@ -26,8 +26,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Full-size sliding-window KV cache: without it llama-server re-processes more of the prompt
 # and the first token comes ~25 ms later on Gemma 3 (the in-process engine keeps it full too).
-# An 8-bit KV cache (needs flash attention) halves the memory that costs; measured in docs/benchmarks.md.
-DEFAULT_LLAMA_SERVER_ARGS = "--swa-full -fa on -ctk q8_0 -ctv q8_0"
+# An 8-bit KV cache (needs flash attention) halves the memory that costs. No busy-polling
+# (--poll 0): on a small machine the spinning threads steal the cores the gateway needs to
+# relay tokens. Measured in docs/benchmarks.md.
+DEFAULT_LLAMA_SERVER_ARGS = "--swa-full -fa on -ctk q8_0 -ctv q8_0 --poll 0"
 
 
 def default_home() -> Path:
