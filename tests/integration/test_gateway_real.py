@@ -141,10 +141,13 @@ def _slots_busy(gateway) -> int:
     return sum(1 for s in slots if s.get("is_processing"))
 
 
+# Greedy, the built-in model counts on for thousands of tokens: a stream that is sure to be running.
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
+
+
 def test_disconnect_stops_generation(gateway, client):
-    with client.chat.completions.with_streaming_response.create(
-            model="default", messages=[{"role": "user", "content": "Write a very long story."}],
-            max_tokens=3000, temperature=0.8, stream=True) as response:
+    with client.completions.with_streaming_response.create(
+            model="default", prompt=COUNTING, max_tokens=3000, temperature=0, stream=True) as response:
         for i, _ in enumerate(response.iter_lines()):
             if i > 5:
                 break
@@ -167,9 +170,8 @@ def test_killed_engine_is_restarted(gateway, client):
 
 def test_engine_killed_mid_stream_gives_an_error_event(gateway, client):
     pid = gateway.health()["engines"]["gemma-3-270m"]["pid"]
-    stream = client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "Write a very long story."}],
-        max_tokens=2000, temperature=0.8, stream=True)
+    stream = client.completions.create(model="default", prompt=COUNTING, max_tokens=2000, temperature=0,
+                                       stream=True)
     with pytest.raises(openai.APIError, match="llama-server"):
         for i, _ in enumerate(stream):
             if i == 3:
