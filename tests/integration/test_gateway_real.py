@@ -148,10 +148,15 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 def test_disconnect_stops_generation(gateway, client):
     with client.completions.with_streaming_response.create(
             model="default", prompt=COUNTING, max_tokens=3000, temperature=0, stream=True) as response:
-        for i, _ in enumerate(response.iter_lines()):
-            if i > 5:
-                break
+        lines = response.iter_lines()
+        for _ in range(6):  # next(), not a for-break: closing the iterator would close the stream
+            next(lines)
+        # /slots is a snapshot the server refreshes between steps: wait for it to show the stream.
+        deadline = time.monotonic() + 3
+        while _slots_busy(gateway) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert _slots_busy(gateway) == 1
+    # Left alone, the engine would count on for ~40 s; closing the stream frees the slot at once.
     deadline = time.monotonic() + 5
     while _slots_busy(gateway) and time.monotonic() < deadline:
         time.sleep(0.1)

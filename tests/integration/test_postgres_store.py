@@ -449,5 +449,7 @@ def test_gateway_serves_and_logs_calls_on_postgres(pg_url, tmp_path):
         assert by_endpoint["chat"]["response"]["text"] == "echo: hi pg"
         assert by_endpoint["chat"]["key_id"] == key.id
         assert by_endpoint["embeddings"]["prompt_tokens"] == 2
-        [error] = [row for row in logged if row["status"] == "error"]
-        assert error["http_status"] == 404 and error["model"] == "no\ufffdsuch"
+        errors = sorted((row for row in logged if row["status"] == "error"), key=lambda r: r["endpoint"])
+        assert [e["endpoint"] for e in errors] == ["chat", "embeddings"]  # refused calls are logged too
+        for error in errors:
+            assert error["http_status"] == 404 and error["model"] == "no\ufffdsuch"
