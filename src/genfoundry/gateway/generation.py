@@ -26,6 +26,7 @@ from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.pricing import call_cost
+from genfoundry.models.protocols import collect_generation
 from genfoundry.models.spec import ModelSpec
 from genfoundry.observe.calls import CallRecord
 
@@ -159,11 +160,7 @@ class GenerationRun:
             await asyncio.shield(self._finish(status))
 
     async def collect(self) -> Generation:
-        async for _ in self.chunks():
-            pass
-        final = self._final or GenerationChunk(finish_reason="stop", usage=Usage())
-        return Generation(text="".join(self._text), finish_reason=final.finish_reason or "stop",
-                          usage=final.usage or Usage(), tool_calls=final.tool_calls)
+        return await collect_generation(self.chunks())
 
     async def _finish(self, status: str) -> None:
         await self._stack.aclose()

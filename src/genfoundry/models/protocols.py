@@ -10,10 +10,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from genfoundry.core.types import Embeddings, Generation, GenerationChunk, GenerationRequest
+from genfoundry.core.types import Embeddings, Generation, GenerationChunk, GenerationRequest, Usage
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["ChatModel", "EmbeddingModel"]
+__all__ = ["ChatModel", "EmbeddingModel", "collect_generation"]
+
+
+async def collect_generation(chunks: AsyncIterator[GenerationChunk]) -> Generation:
+    """A whole generation from a stream of chunks: the text joined, the last chunk's ending."""
+    text: list[str] = []
+    final = GenerationChunk(finish_reason="stop", usage=Usage())
+    async for chunk in chunks:
+        text.append(chunk.text)
+        if chunk.finish_reason is not None:
+            final = chunk
+    return Generation(text="".join(text), finish_reason=final.finish_reason or "stop",
+                      usage=final.usage or Usage(), tool_calls=final.tool_calls)
 
 
 @runtime_checkable

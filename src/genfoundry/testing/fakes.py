@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from genfoundry.core.errors import ContextLengthExceeded, ProviderError
 from genfoundry.core.types import (
-    Embeddings, Generation, GenerationChunk, GenerationRequest, ToolCall, Usage,
+    Embeddings, Generation, GenerationChunk, GenerationRequest, Usage,
 )
 from genfoundry.models.spec import ModelSpec
 

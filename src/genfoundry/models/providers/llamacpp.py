@@ -34,6 +34,7 @@ from genfoundry.models.prompting import (
 )
 from genfoundry.models.providers.llama_inprocess import CompletionParams, InProcessEngine
 from genfoundry.models.providers.llama_server import ServerEngine, find_llama_server
+from genfoundry.models.protocols import collect_generation
 from genfoundry.models.spec import ModelSpec
 
 __all__ = [
@@ -225,14 +226,7 @@ class LlamaCppModel:
                 yield GenerationChunk(finish_reason=finish, usage=usage, tool_calls=calls or None)
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        text: list[str] = []
-        final = GenerationChunk(finish_reason="stop", usage=Usage())
-        async for chunk in self.stream(request):
-            text.append(chunk.text)
-            if chunk.finish_reason is not None:
-                final = chunk
-        return Generation(text="".join(text), finish_reason=final.finish_reason,
-                          usage=final.usage or Usage(), tool_calls=final.tool_calls)
+        return await collect_generation(self.stream(request))
 
     # -- embeddings --------------------------------------------------------------
     @property

@@ -52,6 +52,7 @@ from genfoundry.models.prompting import (
     render_chat,
     template_for,
 )
+from genfoundry.models.protocols import collect_generation
 from genfoundry.models.spec import ModelSpec
 
 __all__ = [
@@ -496,14 +497,7 @@ class TransformersModel:
         return chunks
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        text: list[str] = []
-        final = GenerationChunk(finish_reason="stop", usage=Usage())
-        async for chunk in self.stream(request):
-            text.append(chunk.text)
-            if chunk.finish_reason is not None:
-                final = chunk
-        return Generation(text="".join(text), finish_reason=final.finish_reason,
-                          usage=final.usage or Usage(), tool_calls=final.tool_calls)
+        return await collect_generation(self.stream(request))
 
 
 async def _settle(worker: asyncio.Future) -> None:
