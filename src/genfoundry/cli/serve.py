@@ -15,7 +15,7 @@ from genfoundry.gateway.keys import create_key, ensure_admin_key, revoke_key
 from genfoundry.models.builtin import BUILTIN_CHAT
 
 # The built-in model is a small base model: one example turn and a stop at the
-# end of the line are what it needs to answer briefly (see docs/models.md).
+# end of the sentence are what it needs to answer briefly (see docs/models.md).
 DEMO_EXAMPLE = [{"role": "user", "content": "What is the capital of Italy?"},
                 {"role": "assistant", "content": "The capital of Italy is Rome."}]
 DEMO_QUESTION = "What is the capital of France?"
@@ -67,7 +67,7 @@ def _demo(base_url: str, key: str, store, call_model: str) -> None:
     started = time.perf_counter()
     reply = client.chat.completions.create(
         model=call_model, messages=[*DEMO_EXAMPLE, {"role": "user", "content": DEMO_QUESTION}],
-        max_tokens=40, temperature=0, stop=["\n"])
+        max_tokens=40, temperature=0, stop=["\n", "."])
     elapsed = time.perf_counter() - started
     console.print(f"  < {reply.choices[0].message.content.strip()}", highlight=False, soft_wrap=True)
     time.sleep(0.3)  # the call log is written in the background
@@ -112,7 +112,8 @@ def up(ctx: typer.Context,
         console.print("Created an admin API key. It is shown only now; keep it:")
         print(admin)
     demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="app")
-    console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…")
+    console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…",
+                  soft_wrap=True)
     thread = _run_in_thread(server)
     base_url = f"http://{s.host}:{s.port}/v1"
     try:
