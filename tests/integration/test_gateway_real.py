@@ -204,3 +204,38 @@ def test_overload_answers_429_and_keeps_serving(tmp_path):
         assert post(0).status_code == 200
     finally:
         stop_gateway(gw)
+
+
+def test_killed_gateway_takes_its_engine_down(tmp_path):
+    gw = start_gateway(tmp_path / "doomed")
+    engine_pid = gw.health()["engines"]["gemma-3-270m"]["pid"]
+    gw.proc.kill()
+    gw.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(engine_pid, signal.SIGKILL)
+    pytest.fail("the engine outlived its killed gateway")
+
+
+def test_terminated_up_stops_its_engine(tmp_path):
+    import subprocess
+    import sys
+
+    from genfoundry.testing.servers import free_port
+    port = free_port()
+    env = {**os.environ, "GENFOUNDRY_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "up", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait for the demo to finish
+        if "serving on" in line:
+            break
+    engine_pid = httpx.get(f"http://127.0.0.1:{port}/health").json()["engines"]["gemma-3-270m"]["pid"]
+    proc.terminate()
+    assert proc.wait(30) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(engine_pid, 0)

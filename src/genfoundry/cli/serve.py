@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -124,8 +125,12 @@ def up(ctx: typer.Context,
     _howto(base_url, admin or "<your key: genfoundry keys create NAME>")
     if exit_after_demo:
         server.should_exit = True
+    # The server runs in a thread, so uvicorn cannot catch signals itself: stop it
+    # cleanly on SIGTERM too, which also stops the model engines.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     try:
-        thread.join()
+        while thread.is_alive():
+            thread.join(timeout=0.5)
     except KeyboardInterrupt:
         server.should_exit = True
         thread.join(timeout=10)

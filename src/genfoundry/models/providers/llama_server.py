@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,6 +63,18 @@ def find_llama_server(configured: str | None = None) -> str | None:
     if built is not None and os.access(built, os.X_OK):
         return str(built)
     return shutil.which("llama-server")
+
+
+def _die_with_parent() -> None:
+    """In the engine's child process: ask Linux to end it when the gateway dies.
+
+    The engine runs in its own session (Ctrl-C goes to the gateway, which then
+    stops it cleanly); this covers a gateway that is killed outright, so no
+    orphaned engine keeps holding memory and a port.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -133,7 +147,7 @@ class ServerEngine:
             self.port = _free_port()
             self._proc = subprocess.Popen(
                 self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
             await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:
