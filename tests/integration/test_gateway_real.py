@@ -10,6 +10,7 @@ import time
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from genfoundry.gateway.keys import create_key, revoke_key
@@ -214,8 +215,10 @@ def test_killed_gateway_takes_its_engine_down(tmp_path):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.kill(engine_pid, 0)
-        except ProcessLookupError:
+            # An exited engine may linger as a zombie until init reaps it: that counts as gone.
+            if psutil.Process(engine_pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
             return
         time.sleep(0.1)
     os.kill(engine_pid, signal.SIGKILL)

@@ -74,7 +74,9 @@ def _die_with_parent() -> None:
     """
     if sys.platform.startswith("linux"):
         import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        # SIGKILL, not SIGTERM: the engine holds nothing to save, and a graceful llama-server
+        # shutdown can hang with nobody left to wait for it.
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
