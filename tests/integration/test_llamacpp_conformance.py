@@ -32,13 +32,16 @@ def _model(gguf, tmp_path_factory, engine: str) -> LlamaCppModel:
     return LlamaCppModel(spec, settings)
 
 
+def _warmed(model: LlamaCppModel):
+    asyncio.run(model.warm_up())
+    yield model
+    asyncio.run(model.close())
+
+
 class TestInProcess(ChatModelConformance):
     @pytest.fixture(scope="class")
     def chat_model(self, gguf, tmp_path_factory):
-        model = _model(gguf, tmp_path_factory, "inprocess")
-        asyncio.run(model.warm_up())
-        yield model
-        asyncio.run(model.close())
+        yield from _warmed(_model(gguf, tmp_path_factory, "inprocess"))
 
     def test_runs_in_process(self, chat_model):
         assert type(chat_model.engine).__name__ == "InProcessEngine" and chat_model.concurrency == 1
@@ -48,10 +51,7 @@ class TestInProcess(ChatModelConformance):
 class TestServer(ChatModelConformance):
     @pytest.fixture(scope="class")
     def chat_model(self, gguf, tmp_path_factory):
-        model = _model(gguf, tmp_path_factory, "server")
-        asyncio.run(model.warm_up())
-        yield model
-        asyncio.run(model.close())
+        yield from _warmed(_model(gguf, tmp_path_factory, "server"))
 
     def test_runs_llama_server(self, chat_model):
         assert type(chat_model.engine).__name__ == "ServerEngine" and chat_model.concurrency == 2
@@ -105,10 +105,7 @@ class TestGGUFEmbeddings(EmbeddingModelConformance):
                                  overrides={"llama_engine": "inprocess"})
         spec = ModelSpec(name="gemma-embed", provider="llamacpp", location=gguf, context_length=512,
                          capabilities=["embedding"])
-        model = LlamaCppModel(spec, settings)
-        asyncio.run(model.warm_up())
-        yield model
-        asyncio.run(model.close())
+        yield from _warmed(LlamaCppModel(spec, settings))
 
     def test_dimensions_match_the_model(self, embedding_model):
         assert embedding_model.dimensions == 640

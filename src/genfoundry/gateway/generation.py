@@ -30,7 +30,7 @@ from genfoundry.models.protocols import collect_generation
 from genfoundry.models.spec import ModelSpec
 from genfoundry.observe.calls import CallRecord
 
-__all__ = ["CallContext", "GenerationRun", "candidates", "check_model_access"]
+__all__ = ["CallContext", "GenerationRun", "candidates", "check_model_access", "usage_json"]
 
 log = logging.getLogger(__name__)
 FALLBACK_ERRORS = (ProviderError, ConfigError)
@@ -68,6 +68,12 @@ def candidates(rt: Runtime, name: str, key: ApiKey | None) -> list[ModelSpec]:
         if key is None or key.may_use(spec.name):
             found.append(spec)
     return found
+
+
+def usage_json(usage: Usage) -> dict:
+    """Usage in the OpenAI shape."""
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
 
 
 class GenerationRun:

@@ -131,7 +131,9 @@ class ModelHub:
         return get_provider(spec.provider).create(spec, self.settings)
 
     async def load(self, name: str) -> ChatModel | EmbeddingModel:
-        spec = self.resolve(name)
+        return await self._load(self.resolve(name))
+
+    async def _load(self, spec: ModelSpec) -> ChatModel | EmbeddingModel:
         model = self._loaded.get(spec.name)
         if model is not None:
             return model
@@ -148,13 +150,13 @@ class ModelHub:
         spec = self.resolve(name)
         if not (spec.can("chat") or spec.can("completion")):
             raise InvalidRequest(f"model '{spec.name}' cannot chat; it offers {', '.join(spec.capabilities)}", param="model")
-        return await self.load(spec.name)  # type: ignore[return-value]
+        return await self._load(spec)  # type: ignore[return-value]
 
     async def load_embedding(self, name: str) -> EmbeddingModel:
         spec = self.resolve(name)
         if not spec.can("embedding"):
             raise InvalidRequest(f"model '{spec.name}' does not make embeddings; try `default-embedding`", param="model")
-        return await self.load(spec.name)  # type: ignore[return-value]
+        return await self._load(spec)  # type: ignore[return-value]
 
     def loaded(self) -> dict[str, Any]:
         return dict(self._loaded)

@@ -12,6 +12,7 @@ __all__ = [
     "ContentPart",
     "FunctionCall",
     "FunctionDef",
+    "GenerationBody",
     "JsonSchemaFormat",
     "ResponseFormat",
     "StreamOptions",
@@ -89,7 +90,28 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class GenerationBody(_Strict):
+    """Fields that chat and text completions share, with their checks."""
+
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _stream_and_stop(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        if isinstance(self.stop, list) and len(self.stop) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return self
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class ChatCompletionRequest(GenerationBody):
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -97,9 +119,6 @@ class ChatCompletionRequest(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=1, description="Only one choice per request is supported.")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
     seed: int | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
@@ -116,13 +135,4 @@ class ChatCompletionRequest(_Strict):
     def _checks(self):
         if self.logprobs:
             raise ValueError("logprobs are not supported")
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("at most 4 stop sequences")
         return self
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Generation, GenerationRequest, Message, ToolCall
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
-from genfoundry.gateway.generation import CallContext, GenerationRun
+from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.spec import ModelSpec
 
@@ -51,10 +51,6 @@ def _tool_calls_json(calls: list[ToolCall] | None) -> list[dict] | None:
             for c in calls]
 
 
-def _usage_json(usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
-
 
 def _response(ctx: CallContext, model: str, result: Generation) -> dict:
     message = {"role": "assistant", "content": result.text if not result.tool_calls or result.text else None}
@@ -63,7 +59,7 @@ def _response(ctx: CallContext, model: str, result: Generation) -> dict:
     return {"id": ctx.id, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason,
                          "logprobs": None}],
-            "usage": _usage_json(result.usage)}
+            "usage": usage_json(result.usage)}
 
 
 async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict]:
@@ -84,7 +80,7 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
             yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
                                         "logprobs": None}]}
             if include_usage and chunk.usage is not None:
-                yield {**base, "choices": [], "usage": _usage_json(chunk.usage)}
+                yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
 
 
 async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):

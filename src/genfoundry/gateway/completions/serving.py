@@ -8,15 +8,11 @@ from collections.abc import AsyncIterator
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest
 from genfoundry.gateway.completions.protocol import CompletionRequest
-from genfoundry.gateway.generation import CallContext, GenerationRun
+from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
 from genfoundry.gateway.runtime import Runtime
 
 __all__ = ["completion"]
 
-
-def _usage_json(usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
 
 
 async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict]:
@@ -26,7 +22,7 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
             yield {**base, "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
                                         "finish_reason": chunk.finish_reason}]}
         if chunk.finish_reason is not None and include_usage and chunk.usage is not None:
-            yield {**base, "choices": [], "usage": _usage_json(chunk.usage)}
+            yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
 
 
 def _check_completion(spec) -> None:
@@ -47,4 +43,4 @@ async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
     return {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name,
             "choices": [{"index": 0, "text": result.text, "logprobs": None,
                          "finish_reason": result.finish_reason}],
-            "usage": _usage_json(result.usage)}
+            "usage": usage_json(result.usage)}
