@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BudgetExceeded",
+    "CollectionNotFound",
     "ConfigError",
     "ContextLengthExceeded",
     "GenfoundryError",
@@ -88,6 +89,10 @@ class NotFound(GenfoundryError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class CollectionNotFound(NotFound):
+    code = "collection_not_found"
 
 
 class RateLimited(GenfoundryError):

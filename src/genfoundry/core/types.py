@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "Chunk",
     "Embeddings",
     "Generation",
     "GenerationChunk",
     "GenerationRequest",
+    "Hit",
     "Message",
     "ToolCall",
     "Usage",
@@ -88,3 +90,35 @@ class GenerationChunk:
 class Embeddings:
     vectors: list[list[float]]
     usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class Chunk:
+    """A piece of a document as the vector store holds it.
+
+    ``version`` is the ingest that wrote it: a document's chunks are only visible
+    while their version is the one the document registry says is current, so an
+    ingest killed halfway never shows half a document.
+    """
+
+    id: str
+    document_id: str
+    version: str
+    text: str
+    position: int = 0  # order of the chunk in its document
+    source: str = ""  # path or URL the document came from
+    title: str = ""
+    heading: str = ""  # heading path, "Returns > Refunds"
+    page: int | None = None  # 1-based page for paged formats (PDF)
+    tags: list[str] = field(default_factory=list)
+    modified: str = ""  # ISO time the source was last modified
+    terms: list[str] = field(default_factory=list)  # analysed tokens for full-text search
+    vector: list[float] | None = None
+
+
+@dataclass
+class Hit:
+    """A chunk found by a search, with its score (higher is better)."""
+
+    chunk: Chunk
+    score: float
