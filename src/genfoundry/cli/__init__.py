@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from genfoundry.cli import bench, engine, keys, models
+from genfoundry.cli import bench, collections, engine, keys, models
 from genfoundry.cli.chat import chat
 from genfoundry.cli.common import Context
+from genfoundry.cli.knowledge import ask, forget, ingest, search, summarise
 from genfoundry.cli.logs import logs
 from genfoundry.cli.serve import serve, up
 
@@ -29,6 +30,12 @@ app.command("up")(up)
 app.command("serve")(serve)
 app.command("chat")(chat)
 app.command("logs")(logs)
+app.command("ingest")(ingest)
+app.command("ask")(ask)
+app.command("search")(search)
+app.command("forget")(forget)
+app.command("summarise")(summarise)
+app.add_typer(collections.app, name="collections")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bench.app, name="bench")

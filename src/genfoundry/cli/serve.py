@@ -80,6 +80,39 @@ def _demo(base_url: str, key: str, store, call_model: str) -> None:
                   + (f" · cost ${cost:.8f}" if cost is not None else " · cost unknown"))
 
 
+SAMPLE_COLLECTION = "sample"
+SAMPLE_QUESTION = "How long is the warranty on backpacks?"
+
+
+def _knowledge_demo(base_url: str, key: str) -> None:
+    """Upload the sample knowledge base (unchanged files are skipped) and ask it a question."""
+    import httpx
+    from openai import OpenAI
+
+    from genfoundry.knowledge import SAMPLE_DOCS
+
+    root = base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {key}"}
+    console.print(f"\n[bold]Ingesting the sample knowledge base[/bold] (a fictional outdoor-gear shop) into "
+                  f"collection '{SAMPLE_COLLECTION}'…")
+    with httpx.Client(base_url=root, headers=headers, timeout=600) as http:
+        if http.get(f"/v1/collections/{SAMPLE_COLLECTION}").status_code == 404:
+            http.post("/v1/collections", json={"name": SAMPLE_COLLECTION, "clearance": "public",
+                                               "description": "Sample: Brightwater Outfitters help centre"})
+        files = sorted(p for p in SAMPLE_DOCS.rglob("*") if p.is_file())
+        upload = [("files", (p.name, p.read_bytes())) for p in files]
+        report = http.post(f"/v1/collections/{SAMPLE_COLLECTION}/documents", files=upload).raise_for_status().json()
+    console.print(f"  {len(report['added'])} added, {len(report['updated'])} updated, "
+                  f"{len(report['skipped'])} unchanged, {report['chunks']} chunks")
+    console.print(f"[bold]Asking rag:{SAMPLE_COLLECTION}[/bold] (grounded, with citations):\n  > {SAMPLE_QUESTION}")
+    reply = OpenAI(base_url=base_url, api_key=key).chat.completions.create(
+        model=f"rag:{SAMPLE_COLLECTION}", messages=[{"role": "user", "content": SAMPLE_QUESTION}])
+    console.print(f"  < {reply.choices[0].message.content.strip()}", highlight=False, soft_wrap=True)
+    for c in reply.model_extra.get("citations", []):
+        console.print(f"    [{c['index']}] {c['source'].removeprefix('upload:')} › {c['heading']}",
+                      highlight=False, soft_wrap=True)
+
+
 def _howto(base_url: str, key_hint: str) -> None:
     console.print(f"""
 [bold]The gateway is serving on {base_url}[/bold]  (Ctrl-C to stop)
@@ -94,6 +127,9 @@ Python:
   client = OpenAI(base_url="{base_url}", api_key="{key_hint}")
   print(client.chat.completions.create(model="default",
         messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+
+Grounded answers from your documents (any OpenAI client; citations in the response):
+  genfoundry ingest ./my-docs --collection docs   then model="rag:docs"
 
 More: genfoundry models list · genfoundry logs · genfoundry keys create NAME · genfoundry chat
 """, highlight=False, soft_wrap=True)
@@ -112,13 +148,14 @@ def up(ctx: typer.Context,
     if admin:
         console.print("Created an admin API key. It is shown only now; keep it:")
         print(admin)
-    demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="app")
+    demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="developer")
     console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…",
                   soft_wrap=True)
     thread = _run_in_thread(server)
     base_url = f"http://{s.host}:{s.port}/v1"
     try:
         _demo(base_url, demo_secret, context.store, "default")
+        _knowledge_demo(base_url, demo_secret)
     finally:
         if demo_key is not None:
             revoke_key(context.store, demo_key.id)

@@ -57,6 +57,13 @@ class Settings(BaseModel):
     request_timeout: float = Field(300.0, gt=0, description="Seconds before a request to a provider is abandoned.")
     default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys that set no limit of their own (none: unlimited).")
     local_hourly_price: float = Field(0.10, ge=0, description="Dollars per hour this machine costs you (default: about an on-demand 2-vCPU cloud VM); built-in local models are priced from it and their measured throughput.")
+    vector_store: str = Field("lance", description="Where chunks and vectors live: 'lance' (embedded LanceDB in home/vectors) or a postgresql:// URL of a server with the pgvector extension.")
+    chunk_tokens: int = Field(200, ge=16, le=8192, description="Largest chunk, in tokens of the collection's embedding model, for new collections.")
+    chunk_overlap: int = Field(40, ge=0, description="Tokens consecutive chunks of one section share, for new collections.")
+    max_file_mb: float = Field(50.0, gt=0, description="Largest file `ingest` reads, in MiB; larger files are reported and skipped.")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks embedded per batch while ingesting.")
+    min_relevance: float = Field(0.35, ge=-1, le=1, description="Cosine similarity the best retrieved chunk must reach; below it a grounded answer says the documents do not hold the answer instead of guessing.")
+    answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")
 
     @property
     def resolved_database_url(self) -> str:
@@ -65,6 +72,10 @@ class Settings(BaseModel):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
 
     def ensure_home(self) -> None:
         for sub in (self.home, self.models_dir, self.home / "runs"):

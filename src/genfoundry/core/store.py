@@ -44,6 +44,7 @@ class _String(sa.types.TypeDecorator):
 
 class _Text(_String):
     impl = sa.Text
+    cache_ok = True  # SQLAlchemy reads it from each class's own __dict__
 
 
 metadata = sa.MetaData()
@@ -99,11 +100,55 @@ calls = sa.Table(
 sa.Index("ix_calls_key_created", calls.c.key_id, calls.c.created_at)
 
 
+collections = sa.Table(
+    "collections", metadata,
+    sa.Column("name", _String(64), primary_key=True),
+    sa.Column("description", _Text, nullable=False, default=""),
+    sa.Column("clearance", _String(20), nullable=False),
+    sa.Column("embedding_model", _String(200), nullable=False),
+    sa.Column("dimensions", sa.Integer, nullable=False),
+    sa.Column("chunk_tokens", sa.Integer, nullable=False),
+    sa.Column("chunk_overlap", sa.Integer, nullable=False),
+    sa.Column("access", sa.JSON, nullable=False),  # {"read": [roles], "write": [roles], "keys": [ids]}
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+documents = sa.Table(
+    "documents", metadata,
+    sa.Column("id", _String(64), primary_key=True),
+    sa.Column("collection", _String(64), sa.ForeignKey("collections.name", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("source", _Text, nullable=False),
+    sa.Column("title", _Text, nullable=False, default=""),
+    sa.Column("content_hash", _String(64), nullable=False),
+    sa.Column("version", _String(32), nullable=True),  # the ingest whose chunks are current; NULL: none yet
+    sa.Column("stale", sa.JSON, nullable=False),  # versions whose chunks must go (a crash may leave them)
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False, default=0),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("modified", _String(40), nullable=False, default=""),
+    sa.Column("ingested_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+answer_cache = sa.Table(
+    "answer_cache", metadata,
+    sa.Column("key", _String(64), primary_key=True),
+    sa.Column("collection", _String(64), nullable=False, index=True),
+    sa.Column("question", _Text, nullable=False),
+    sa.Column("answer", sa.JSON, nullable=False),  # the whole answer with its citations
+    sa.Column("documents", sa.JSON, nullable=False),  # ids of the documents it drew on
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
     api_keys: sa.Table = api_keys
     calls: sa.Table = calls
+    collections: sa.Table = collections
+    documents: sa.Table = documents
+    answer_cache: sa.Table = answer_cache
 
 
 def _m001_initial(conn: Connection) -> None:
@@ -111,9 +156,15 @@ def _m001_initial(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m002_knowledge(conn: Connection) -> None:
+    for table in (collections, documents, answer_cache):
+        table.create(conn, checkfirst=True)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
+    ("m002_knowledge", _m002_knowledge),
 ]
 
 _migration_log = sa.Table(
@@ -181,4 +232,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are overwritten with zeros, so forgotten content leaves the file.
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

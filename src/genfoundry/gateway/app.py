@@ -25,6 +25,7 @@ from genfoundry.gateway.admin.routes import router as admin_router
 from genfoundry.gateway.chat.routes import router as chat_router
 from genfoundry.gateway.completions.routes import router as completions_router
 from genfoundry.gateway.embeddings.routes import router as embeddings_router
+from genfoundry.gateway.knowledge.routes import router as knowledge_router
 from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.models.routes import router as models_router
 from genfoundry.gateway.quotas import Quotas
@@ -183,6 +184,8 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         finally:
             try:
                 await hub.close()
+                if runtime.kb is not None:
+                    runtime.kb.close()
             finally:
                 recorder.close()  # pending call records are written even if a model failed to close
                 store.close()
@@ -190,7 +193,8 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
     app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
-    for router in (chat_router, completions_router, embeddings_router, models_router, admin_router):
+    for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,
+                   admin_router):
         app.include_router(router)
 
     @app.get("/health", tags=["ops"], summary="Liveness and loaded models")

@@ -9,6 +9,7 @@ from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
 from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.quotas import Quotas
+from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.models.admission import Admission
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.pricing import SharedClock
@@ -30,6 +31,13 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     admissions: dict[str, Admission] = field(default_factory=dict)
     clocks: dict[str, SharedClock] = field(default_factory=dict)
+    kb: KnowledgeBase | None = None
+
+    def knowledge(self) -> KnowledgeBase:
+        """The knowledge base, opened on first use (the vector store may be a remote PostgreSQL)."""
+        if self.kb is None:
+            self.kb = KnowledgeBase(settings=self.settings, store=self.store, hub=self.hub)
+        return self.kb
 
     def admission(self, model) -> Admission:
         name = model.spec.name

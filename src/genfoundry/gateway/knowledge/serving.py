@@ -1,0 +1,141 @@
+"""The knowledge routes' logic, and grounded chat for ``rag:NAME`` models."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import UploadFile
+
+from genfoundry.apps.answer import NOT_FOUND, GroundedAnswerer, cite
+from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
+from genfoundry.core.types import Generation, Message
+from genfoundry.gateway.chat.protocol import ChatCompletionRequest
+from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
+from genfoundry.gateway.keys import ApiKey
+from genfoundry.gateway.runtime import Runtime
+from genfoundry.knowledge.base import KnowledgeBase
+from genfoundry.knowledge.collections import Collection
+from genfoundry.knowledge.retrieval import Passage
+from genfoundry.models.hub import DEFAULT_ALIAS
+
+__all__ = ["RAG_PREFIX", "collection_for", "grounded_chat_completion", "ingest_uploads", "passage_json"]
+
+RAG_PREFIX = "rag:"
+_UPLOAD_CHUNK = 1 << 20
+
+
+def collection_for(rt: Runtime, name: str, key: ApiKey | None, action: str) -> tuple[KnowledgeBase, Collection]:
+    kb = rt.knowledge()
+    collection = kb.collection(name)
+    kb.registry.check_access(collection, action, role=key.role if key else None, key_id=key.id if key else None)
+    return kb, collection
+
+
+def passage_json(p: Passage) -> dict:
+    c = p.chunk
+    return {"chunk_id": c.id, "document_id": c.document_id, "source": c.source, "title": c.title,
+            "heading": c.heading, "page": c.page, "position": c.position, "text": c.text, "tags": c.tags,
+            "score": round(p.score, 6), "similarity": round(p.similarity, 4), "ranks": p.ranks}
+
+
+async def ingest_uploads(rt: Runtime, kb: KnowledgeBase, name: str, files: list[UploadFile], tags: list[str]):
+    """Save uploads to a private temporary folder (never over max_file_mb) and ingest them by file name."""
+    if not files:
+        raise InvalidRequest("send one or more files in the multipart field 'files'", param="files")
+    limit = int(rt.settings.max_file_mb * 2**20)
+    with tempfile.TemporaryDirectory(prefix="gf-upload-") as folder:
+        pairs = []
+        for index, upload in enumerate(files):
+            filename = Path(upload.filename or f"upload-{index}").name
+            target = Path(folder) / f"{index}-{filename}"
+            await _save(upload, target, limit)
+            pairs.append((target, f"upload:{filename}"))
+        return await kb.ingest(name, files=pairs, tags=tags)
+
+
+async def _save(upload: UploadFile, target: Path, limit: int) -> None:
+    size = 0
+    with target.open("wb") as out:
+        while block := await upload.read(_UPLOAD_CHUNK):
+            size += len(block)
+            if size > limit:
+                raise PayloadTooLarge(f"{upload.filename} is larger than max_file_mb "
+                                      f"({limit // 2**20} MiB); nothing was ingested", param="files")
+            out.write(block)
+
+
+def _question(body: ChatCompletionRequest) -> tuple[str, list[Message]]:
+    turns = [Message(role=m.role, content=m.text() or "") for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+        raise InvalidRequest("a rag: model answers the last user message; send one with text", param="messages")
+    return turns[-1].content, turns[:-1][-6:]  # the last few turns are the conversation's memory
+
+
+async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
+    """Chat completion whose answer is grounded in a collection; adds ``citations`` to the response."""
+    name = body.model.removeprefix(RAG_PREFIX)
+    if ctx.key is not None and not ctx.key.may_use(body.model):
+        raise PermissionDenied(f"key '{ctx.key.name}' may not use model '{body.model}'", param="model")
+    kb, _ = collection_for(rt, name, ctx.key, "read")
+    question, history = _question(body)
+    answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings)
+    passages, request = await answerer.prepare(name, question, model=DEFAULT_ALIAS, history=history)
+    if request is None:
+        return _not_found(ctx, body)
+    if body.max_tokens or body.max_completion_tokens:
+        request.max_tokens = body.max_completion_tokens or body.max_tokens
+    run = GenerationRun(rt, dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS), request)
+    await run.start()
+    if body.stream:
+        return _stream(ctx, body, run, passages)
+    result = await run.collect()
+    text, citations = cite(result.text, passages)
+    return _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=result.finish_reason,
+                                                   usage=result.usage), citations)
+
+
+def _completion(ctx: CallContext, model: str, result: Generation, citations) -> dict:
+    return {"id": ctx.id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                         "finish_reason": result.finish_reason, "logprobs": None}],
+            "usage": usage_json(result.usage),
+            "citations": [dataclasses.asdict(c) for c in citations]}
+
+
+def _not_found(ctx: CallContext, body: ChatCompletionRequest):
+    response = _completion(ctx, body.model, Generation(text=NOT_FOUND), [])
+    if not body.stream:
+        return response
+
+    async def events() -> AsyncIterator[dict]:
+        base = {"id": ctx.id, "object": "chat.completion.chunk", "created": response["created"], "model": body.model}
+        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": NOT_FOUND},
+                                    "finish_reason": None, "logprobs": None}]}
+        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}],
+               "citations": []}
+    return events()
+
+
+async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: GenerationRun,
+                  passages: list[Passage]) -> AsyncIterator[dict]:
+    base = {"id": ctx.id, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model}
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                                "logprobs": None}]}
+    parts: list[str] = []
+    async for chunk in run.chunks():
+        if chunk.text:
+            parts.append(chunk.text)
+            yield {**base, "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None,
+                                        "logprobs": None}]}
+        if chunk.finish_reason is not None:
+            _, citations = cite("".join(parts), passages)
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
+                                        "logprobs": None}],
+                   "citations": [dataclasses.asdict(c) for c in citations]}
+            if include_usage and chunk.usage is not None:
+                yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
