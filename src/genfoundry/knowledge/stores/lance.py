@@ -38,6 +38,10 @@ from genfoundry.knowledge.stores.base import Filter, check_filter, check_name
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "LanceVectorStore"]
 
+# lancedb warns at every fork; the only forks here are subprocess's fork+exec of model engines,
+# which run no lancedb code in the child.
+warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+
 DEFAULT_ANN_THRESHOLD = 50_000  # rows; below this exact search is fast enough and exact
 _REFINE_FACTOR = 8  # ANN candidates re-ranked exactly: limit x this
 _NPROBES = 24
