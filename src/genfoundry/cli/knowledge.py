@@ -17,7 +17,7 @@ from genfoundry.core.errors import InvalidRequest
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import RetrievalOptions
 
-__all__ = ["ask", "forget", "ingest", "search", "summarise"]
+__all__ = ["ask", "forget", "ingest", "open_kb", "search", "summarise"]
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from genfoundry.core.types import Chunk
 from genfoundry.knowledge.analysis import analyze
 from genfoundry.knowledge.stores.base import VectorStore
 
-__all__ = ["VectorStoreConformance", "make_chunk"]
+__all__ = ["VectorStoreConformance", "bm25", "make_chunk"]
 
 DIM = 8
 

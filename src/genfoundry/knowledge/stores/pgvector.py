@@ -62,7 +62,7 @@ from genfoundry.core.errors import CollectionNotFound, ConfigError, InvalidReque
 from genfoundry.core.types import Chunk, Hit
 from genfoundry.knowledge.stores.base import FILTER_FIELDS, Filter, check_filter, check_name
 
-__all__ = ["PgVectorStore"]
+__all__ = ["PgVectorStore", "libpq_url"]
 
 BM25_K1 = 1.2
 BM25_B = 0.75
