@@ -43,6 +43,7 @@ NOT_FOUND = "I could not find this in the documents."
 DEFAULT_MAX_TOKENS = 160
 _PASSAGE_CHARS = 1200  # per passage in the prompt; chunks are shorter than this by default
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_CITE_SPACED = re.compile(r"\s*\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 INSTRUCTIONS = ("Answer the question using only the sources. Cite the source of each fact with its number in "
@@ -120,10 +121,12 @@ def cite(text: str, passages: list[Passage]) -> tuple[str, list[Citation]]:
     text = text.strip()
     cited = [int(n) for n in _CITE.findall(text) if 1 <= int(n) <= len(passages)]
     inferred = False
-    if not cited and text:
+    if not cited and text and passages:
         cited = _attribute(text, passages)
         inferred = True
-    text = _CITE.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", text).strip()
+    # A marker that points at no passage goes, with the space before it ("30 days [9]." -> "30 days.").
+    text = _CITE_SPACED.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "",
+                            text).strip()
     citations = []
     for n in dict.fromkeys(cited):  # first-seen order, no repeats
         c = passages[n - 1].chunk

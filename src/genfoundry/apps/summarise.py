@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest, Message, Usage
 from genfoundry.knowledge.base import KnowledgeBase
@@ -54,9 +56,16 @@ class Summariser:
 
     async def summarise_document(self, document_id: str) -> Summary:
         info = self.kb.document(document_id)
-        chunks = self.kb.vectors.get(info.collection, where={"document_id": document_id})
+        # Only the current version: a killed ingest may have left another version's chunks behind.
+        chunks = self.kb.vectors.get(info.collection, where={"document_id": document_id,
+                                                             "version": self._current_version(document_id)})
         texts = _without_overlap([c.text for c in chunks])
         return await self._summarise(texts, documents=[document_id], title=info.title)
+
+    def _current_version(self, document_id: str) -> str:
+        table = self.kb.store.tables.documents
+        with self.kb.store.begin() as conn:
+            return conn.execute(sa.select(table.c.version).where(table.c.id == document_id)).scalar_one()
 
     async def summarise_collection(self, collection: str) -> Summary:
         documents = self.kb.documents(collection)
