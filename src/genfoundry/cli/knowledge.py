@@ -93,13 +93,14 @@ def ask(ctx: typer.Context,
         mode: str = typer.Option("hybrid", help="Retrieval: hybrid, dense or bm25."),
         limit: int = typer.Option(5, min=1, max=20, help="Passages given to the model."),
         filter_: list[str] = typer.Option(None, "--filter", help="Metadata filter field=value (repeatable)."),
+        rerank: bool = typer.Option(False, "--rerank", help="Re-rank passages with the configured reranker."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Answer afresh even if a cached answer exists."),
         as_json: bool = typer.Option(False, "--json", help="Print the answer and citations as JSON.")):
     """Answer a question from a collection, citing the sources."""
     from genfoundry.apps.answer import GroundedAnswerer
 
     context = get_context(ctx)
-    options = RetrievalOptions(mode=mode, limit=limit, where=_parse_filter(filter_))
+    options = RetrievalOptions(mode=mode, limit=limit, where=_parse_filter(filter_), rerank=rerank)
 
     async def work():
         async with open_kb(context) as kb:
@@ -129,10 +130,11 @@ def search(ctx: typer.Context,
            limit: int = typer.Option(5, min=1, max=100, help="How many passages."),
            mmr: float = typer.Option(None, help="Diversify with MMR (lambda in (0, 1]; 0.7 is a good start)."),
            filter_: list[str] = typer.Option(None, "--filter", help="Metadata filter field=value (repeatable)."),
+           rerank: bool = typer.Option(False, "--rerank", help="Re-rank passages with the configured reranker."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON lines.")):
     """Show the passages a question retrieves, without asking a model."""
     context = get_context(ctx)
-    options = RetrievalOptions(mode=mode, limit=limit, mmr=mmr, where=_parse_filter(filter_))
+    options = RetrievalOptions(mode=mode, limit=limit, mmr=mmr, where=_parse_filter(filter_), rerank=rerank)
 
     async def work():
         async with open_kb(context) as kb:

@@ -86,7 +86,16 @@ class KnowledgeBase:
         self.hub = hub
         self.registry = CollectionRegistry(store)
         self.vectors = vectors or open_vector_store(settings)
-        self.reranker = reranker
+        self._reranker = reranker
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The reranker passed in, else the one the ``reranker`` setting names (None: off)."""
+        if self._reranker is None and self.settings.reranker:
+            from genfoundry.knowledge.rerank import open_reranker
+
+            self._reranker = open_reranker(self.settings.reranker, self.hub)
+        return self._reranker
 
     # -- collections -------------------------------------------------------------------------
 

@@ -130,7 +130,10 @@ class Retriever:
         similarity = vectors @ vector
         passages = [Passage(chunk, score, float(sim), ranks)
                     for (chunk, score, ranks), sim in zip(fused, similarity)]
-        if options.rerank and self.reranker is not None:
+        if options.rerank:
+            if self.reranker is None:
+                raise InvalidRequest("re-ranking was asked for but no reranker is set; set `reranker` "
+                                     "(see docs/settings.md)", param="rerank")
             passages = await self._rerank(query, passages[: max(options.limit * 4, 20)])
         if options.mmr is not None:
             relevance = np.asarray([p.similarity for p in passages], dtype=np.float32)

@@ -39,6 +39,7 @@ class _Retrieval(_Strict):
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     limit: int = Field(5, ge=1, le=100)
     filter: dict[str, FilterValue] | None = None
+    rerank: bool = Field(False, description="Re-rank candidates with the configured reranker.")
 
 
 class SearchBody(_Retrieval):

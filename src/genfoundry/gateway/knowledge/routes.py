@@ -92,7 +92,8 @@ async def forget_document(name: str, document_id: str, request: Request, key: Ap
 @router.post("/v1/collections/{name}/search", summary="Retrieve passages (dense, BM25 or hybrid)")
 async def search(name: str, body: SearchBody, request: Request, key: ApiKey = Depends(authenticate)):
     kb, _ = collection_for(request.app.state.runtime, name, key, "read")
-    options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, mmr=body.mmr)
+    options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, mmr=body.mmr,
+                               rerank=body.rerank)
     passages = await kb.retrieve(name, body.query, options)
     return {"object": "list", "data": [passage_json(p) for p in passages]}
 
@@ -103,7 +104,8 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
     kb, _ = collection_for(rt, name, key, "read")
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings)
     result = await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
-                                   options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter))
+                                   options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter,
+                                                            rerank=body.rerank))
     return result.to_dict()
 
 
