@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from genfoundry.core.errors import GenfoundryError
 from genfoundry.gateway.auth import authenticate
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.models.spec import ModelSpec
@@ -17,10 +18,31 @@ def model_card(spec: ModelSpec) -> dict:
             "context_length": spec.context_length}
 
 
-@router.get("/v1/models", tags=["openai"], summary="List models")
+def rag_card(collection) -> dict:
+    """A collection as a model: ``rag:NAME`` answers from it, with citations."""
+    return {"id": f"rag:{collection.name}", "object": "model", "created": 0, "owned_by": "genfoundry",
+            "aliases": [], "capabilities": ["chat"], "clearance": collection.clearance, "context_length": None}
+
+
+def _readable_collections(rt, key: ApiKey) -> list:
+    kb = rt.knowledge()
+    found = []
+    for collection in kb.collections():
+        try:
+            kb.registry.check_access(collection, "read", role=key.role, key_id=key.id)
+        except GenfoundryError:
+            continue
+        if key.may_use(f"rag:{collection.name}"):
+            found.append(collection)
+    return found
+
+
+@router.get("/v1/models", tags=["openai"], summary="List models (and rag: collections)")
 async def list_models(request: Request, key: ApiKey = Depends(authenticate)):
-    specs = request.app.state.runtime.hub.list()
-    return {"object": "list", "data": [model_card(s) for s in specs if key.may_use(s.name)]}
+    rt = request.app.state.runtime
+    cards = [model_card(s) for s in rt.hub.list() if key.may_use(s.name)]
+    cards += [rag_card(c) for c in _readable_collections(rt, key)]
+    return {"object": "list", "data": cards}
 
 
 @router.get("/v1/models/{model:path}", tags=["openai"], summary="Show one model")
