@@ -92,3 +92,16 @@ def test_upload_over_the_file_limit_is_refused_whole(tmp_path):
             ("files", ("small.md", b"# Small\nfine")), ("files", ("big.md", b"# Big\n" + b"word " * 1000))])
         assert response.status_code == 413 and "max_file_mb" in response.json()["error"]["message"]
         assert client.get("/v1/collections/kb/documents").json()["data"] == []
+
+
+def test_answers_go_through_the_call_log_and_rag_keys_need_no_model_grant(gateway):
+    client, rt, _ = gateway
+    answer = client.post("/v1/collections/kb/answers", json={"question": "How long do refunds take?"}).json()
+    assert answer["citations"][0]["source"] == "upload:refunds.md"
+    rt.recorder.flush()
+    from genfoundry.observe.calls import list_calls
+    assert any(c["endpoint"] == "answers" and c["model"] == "fake-chat" for c in list_calls(rt.store, limit=20))
+    rag_only, _ = create_key(rt.store, name="rag-only", role="app", allowed_models=["rag:kb"])
+    reply = _oai(client, rag_only).chat.completions.create(
+        model="rag:kb", messages=[{"role": "user", "content": "How long do refunds take?"}])
+    assert reply.model_extra["citations"]

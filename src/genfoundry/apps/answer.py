@@ -23,21 +23,24 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import utcnow
-from genfoundry.core.types import GenerationChunk, GenerationRequest, Message, Usage
+from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Message, Usage
 from genfoundry.knowledge.analysis import analyze
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import Passage, RetrievalOptions
 from genfoundry.models.hub import DEFAULT_ALIAS, ModelHub
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["Answer", "Citation", "GroundedAnswerer", "NOT_FOUND", "build_prompt", "cite", "prompt_passages"]
+__all__ = [
+    "Answer", "Citation", "Generate", "GroundedAnswerer", "NOT_FOUND", "build_prompt", "cite", "direct_generate",
+    "prompt_passages",
+]
 
 NOT_FOUND = "I could not find this in the documents."
 DEFAULT_MAX_TOKENS = 160
@@ -150,13 +153,26 @@ def _attribute(text: str, passages: list[Passage]) -> list[int]:
     return found
 
 
+Generate = Callable[[str, GenerationRequest], Awaitable[Generation]]
+
+
+def direct_generate(hub: ModelHub) -> Generate:
+    """Generate with a hub model directly (the command line's way)."""
+
+    async def generate(model: str, request: GenerationRequest) -> Generation:
+        return await (await hub.load_chat(model)).generate(request)
+    return generate
+
+
 class GroundedAnswerer:
     """Answers questions from a collection (see the module docstring)."""
 
-    def __init__(self, *, kb: KnowledgeBase, hub: ModelHub, settings: Settings):
+    def __init__(self, *, kb: KnowledgeBase, hub: ModelHub, settings: Settings, generate: Generate | None = None):
         self.kb = kb
         self.hub = hub
         self.settings = settings
+        # The gateway passes its own, so answers go through the model queue, quotas and call log.
+        self.generate = generate or direct_generate(hub)
 
     async def prepare(self, collection: str, question: str, *, model: str = DEFAULT_ALIAS,
                       options: RetrievalOptions | None = None,
@@ -183,8 +199,7 @@ class GroundedAnswerer:
         if request is None:
             answer = Answer(question=question, text=NOT_FOUND, found=False, model=spec.name)
         else:
-            chat = await self.hub.load_chat(spec.name)
-            generation = await chat.generate(request)
+            generation = await self.generate(spec.name, request)
             text, citations = cite(generation.text, passages)
             answer = Answer(question=question, text=text or NOT_FOUND, citations=citations, found=bool(text),
                             model=spec.name, usage=generation.usage)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest, Message, Usage
+from genfoundry.apps.answer import Generate, direct_generate
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.models.hub import DEFAULT_ALIAS, ModelHub
 from genfoundry.models.protocols import ChatModel
@@ -48,11 +49,12 @@ class Summariser:
     """See the module docstring."""
 
     def __init__(self, *, kb: KnowledgeBase, hub: ModelHub, model: str = DEFAULT_ALIAS,
-                 window_tokens: int = DEFAULT_WINDOW_TOKENS):
+                 window_tokens: int = DEFAULT_WINDOW_TOKENS, generate: Generate | None = None):
         self.kb = kb
         self.hub = hub
         self.model = model
         self.window_tokens = window_tokens
+        self.generate = generate or direct_generate(hub)
 
     async def summarise_document(self, document_id: str) -> Summary:
         info = self.kb.document(document_id)
@@ -117,7 +119,7 @@ class Summariser:
             request = GenerationRequest(messages=[Message(role="user", content=(
                 f"Summarise this text from '{title}' in at most three sentences.\n\n{text}"))],
                 max_tokens=SUMMARY_TOKENS * 2, temperature=0)
-        generation = await chat.generate(request)
+        generation = await self.generate(chat.spec.name, request)
         _add_usage(summary.usage, generation.usage)
         return generation.text.strip() or text[:300]
 

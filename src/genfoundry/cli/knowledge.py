@@ -81,6 +81,8 @@ def ingest(ctx: typer.Context,
                       f"{report.chunks} chunks in {report.seconds:.1f} s")
         for source, reason in report.failed:
             console.print(f"  [red]failed[/red] {escape(source)}: {escape(reason)}", soft_wrap=True)
+        for source, warning in report.warnings:
+            console.print(f"  [yellow]warning[/yellow] {escape(source)}: {escape(warning)}", soft_wrap=True)
     if report.failed and not (report.added or report.updated or report.skipped):
         raise typer.Exit(1)
 
@@ -115,8 +117,8 @@ def ask(ctx: typer.Context,
     console.print(escape(answer.text), soft_wrap=True)
     for c in answer.citations:
         page = f", page {c.page}" if c.page else ""
-        heading = f" > {c.heading}" if c.heading else ""
-        console.print(f"  [cyan][{c.index}][/cyan] {escape(c.title + heading)} ({escape(c.source)}{page})"
+        where = c.heading or c.title  # a heading path starts with the document's title
+        console.print(f"  [cyan][{c.index}][/cyan] {escape(where)} ({escape(c.source)}{page})"
                       f"{' [dim]inferred[/dim]' if c.inferred else ''}", soft_wrap=True)
     console.print(f"[dim]{answer.model} · {answer.usage.total_tokens} tokens · {answer.latency_ms:.0f} ms"
                   f"{' · cached' if answer.cached else ''}[/dim]")

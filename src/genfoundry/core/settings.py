@@ -61,7 +61,7 @@ class Settings(BaseModel):
     chunk_tokens: int = Field(200, ge=16, le=8192, description="Largest chunk, in tokens of the collection's embedding model, for new collections.")
     chunk_overlap: int = Field(40, ge=0, description="Tokens consecutive chunks of one section share, for new collections.")
     max_file_mb: float = Field(50.0, gt=0, description="Largest file `ingest` reads, in MiB; larger files are reported and skipped.")
-    embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks embedded per batch while ingesting.")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Ingest sends chunks to the embedding model in groups of about four times this (spanning small files) and writes each group to the vector store at once; the model's own batch_size option sets how many it encodes together.")
     min_relevance: float = Field(0.35, ge=-1, le=1, description="Cosine similarity the best retrieved chunk must reach; below it a grounded answer says the documents do not hold the answer instead of guessing.")
     reranker: str | None = Field(None, description="Re-ranks retrieved passages when a search or question asks for it: 'cross-encoder:/path/to/folder' (a sentence-transformers CrossEncoder) or 'model:NAME' (a chat model grades each passage); unset: re-ranking is off.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")

@@ -52,12 +52,14 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unchanged since the last ingest
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (source, what was skipped inside it)
     chunks: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"added": self.added, "updated": self.updated, "skipped": self.skipped,
-                "failed": [{"source": s, "error": e} for s, e in self.failed], "chunks": self.chunks,
+                "failed": [{"source": s, "error": e} for s, e in self.failed],
+                "warnings": [{"source": s, "warning": w} for s, w in self.warnings], "chunks": self.chunks,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -139,13 +141,14 @@ class Ingestor:
                 return None
             pieces = chunk_document(doc, count_tokens=self.embedder.count_tokens,
                                     max_tokens=self.collection.chunk_tokens, overlap=self.collection.chunk_overlap)
-        except LoadError as exc:
-            self._outcome(source, "failed", exc.message)
+        except LoadError as exc:  # messages name the file as the user knows it, not an upload's temp path
+            self._outcome(source, "failed", exc.message.replace(str(path), source))
             return None
         except (OSError, ValueError, GenfoundryError) as exc:  # a loader bug must not abort the batch
-            self._outcome(source, "failed", f"{type(exc).__name__}: {exc}")
+            self._outcome(source, "failed", f"{type(exc).__name__}: {exc}".replace(str(path), source))
             return None
         doc.source = source
+        self.report.warnings += [(source, w.replace(str(path), source)) for w in getattr(doc, "warnings", [])]
         previous = current["version"] if current else None
         return _Pending(doc, doc_id, uuid.uuid4().hex[:16], previous, pieces, tags)
 

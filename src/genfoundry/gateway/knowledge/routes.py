@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
@@ -12,7 +13,8 @@ from genfoundry.core.errors import NotFound
 from genfoundry.gateway.auth import authenticate, require_role
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.knowledge.protocol import AskBody, CollectionCreate, ForgetBody, SearchBody, SummaryBody
-from genfoundry.gateway.knowledge.serving import collection_for, ingest_uploads, passage_json
+from genfoundry.gateway.generation import CallContext
+from genfoundry.gateway.knowledge.serving import collection_for, gateway_generate, ingest_uploads, passage_json
 from genfoundry.knowledge.collections import Access, Collection
 from genfoundry.knowledge.retrieval import RetrievalOptions
 
@@ -102,7 +104,9 @@ async def search(name: str, body: SearchBody, request: Request, key: ApiKey = De
 async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, _ = collection_for(rt, name, key, "read")
-    answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings)
+    ctx = CallContext(id=f"ans-{uuid.uuid4().hex}", endpoint="answers", key=key, requested_model=body.model,
+                      stream=False, body=body.model_dump(exclude_none=True))
+    answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
     result = await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
                                    options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter,
                                                             rerank=body.rerank))
@@ -113,7 +117,9 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
 async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, _ = collection_for(rt, name, key, "read")
-    summariser = Summariser(kb=kb, hub=rt.hub, model=body.model)
+    ctx = CallContext(id=f"sum-{uuid.uuid4().hex}", endpoint="summaries", key=key, requested_model=body.model,
+                      stream=False, body=body.model_dump(exclude_none=True))
+    summariser = Summariser(kb=kb, hub=rt.hub, model=body.model, generate=gateway_generate(rt, ctx))
     if body.document_id:
         if kb.document(body.document_id).collection != name:
             raise NotFound(f"document {body.document_id!r} is not in collection {name!r}", param="document_id")

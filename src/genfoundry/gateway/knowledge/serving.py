@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import UploadFile
 
-from genfoundry.apps.answer import NOT_FOUND, GroundedAnswerer, cite
+from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
 from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
-from genfoundry.core.types import Generation, Message
+from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
 from genfoundry.gateway.keys import ApiKey
@@ -22,7 +23,9 @@ from genfoundry.knowledge.collections import Collection
 from genfoundry.knowledge.retrieval import Passage
 from genfoundry.models.hub import DEFAULT_ALIAS
 
-__all__ = ["RAG_PREFIX", "collection_for", "grounded_chat_completion", "ingest_uploads", "passage_json"]
+__all__ = [
+    "RAG_PREFIX", "collection_for", "gateway_generate", "grounded_chat_completion", "ingest_uploads", "passage_json",
+]
 
 RAG_PREFIX = "rag:"
 _UPLOAD_CHUNK = 1 << 20
@@ -33,6 +36,22 @@ def collection_for(rt: Runtime, name: str, key: ApiKey | None, action: str) -> t
     collection = kb.collection(name)
     kb.registry.check_access(collection, action, role=key.role if key else None, key_id=key.id if key else None)
     return kb, collection
+
+
+def _unrestricted(key: ApiKey | None) -> ApiKey | None:
+    """A key that may use ``rag:NAME`` may use the model that writes its answers."""
+    return dataclasses.replace(key, allowed_models=None) if key is not None else None
+
+
+def gateway_generate(rt: Runtime, ctx: CallContext) -> Generate:
+    """Generation through the gateway's path: model queue, quotas already checked, call log, cost."""
+
+    async def generate(model: str, request: GenerationRequest) -> Generation:
+        run = GenerationRun(rt, dataclasses.replace(ctx, id=f"{ctx.id}-{uuid.uuid4().hex[:8]}",
+                                                    requested_model=model, key=_unrestricted(ctx.key)), request)
+        await run.start()
+        return await run.collect()
+    return generate
 
 
 def passage_json(p: Passage) -> dict:
@@ -88,7 +107,8 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
         return _not_found(ctx, body)
     if body.max_tokens or body.max_completion_tokens:
         request.max_tokens = body.max_completion_tokens or body.max_tokens
-    run = GenerationRun(rt, dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS), request)
+    run = GenerationRun(rt, dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS, key=_unrestricted(ctx.key)),
+                        request)
     await run.start()
     if body.stream:
         return _stream(ctx, body, run, passages)
