@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from pathlib import Path
 
 import typer
 
 from genfoundry.cli.common import err_console, get_context, handle_errors
+from genfoundry.core.errors import ConfigError
 from genfoundry.gateway.bench import BenchConfig, run_gateway_bench
 from genfoundry.gateway.keys import create_key, revoke_key
 from genfoundry.models.providers.llama_server import find_llama_server
+
+CRANFIELD_ENV = "GENFOUNDRY_CRANFIELD"
+# In a source checkout the evaluation data sits beside the repository.
+_CHECKOUT_CRANFIELD = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "retrieval" / "cranfield"
 
 app = typer.Typer(help="Benchmarks; each prints JSON and saves it under GENFOUNDRY_HOME/runs.", no_args_is_help=True)
 
@@ -44,3 +51,39 @@ def gateway(ctx: typer.Context,
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     err_console.print(f"saved to {out}", style="dim")
+
+
+def _cranfield_folder(data: Path | None) -> Path:
+    folder = data or Path(os.environ.get(CRANFIELD_ENV) or _CHECKOUT_CRANFIELD)
+    if not folder.is_dir():
+        raise ConfigError(f"no Cranfield collection at {folder.resolve()}; pass --data FOLDER (the folder holding "
+                          f"cran.all.1400, cran.qry and cranqrel) or set {CRANFIELD_ENV}")
+    return folder
+
+
+@app.command("knowledge")
+@handle_errors
+def knowledge(ctx: typer.Context,
+              part: list[str] = typer.Option(None, "--part", help="retrieval, ingest or scale (repeat for "
+                                                                  "several; default all three)."),
+              scale_chunks: int = typer.Option(200_000, min=100, help="Synthetic chunks in the scale part."),
+              data: Path = typer.Option(None, help=f"Folder of the Cranfield collection; default ${CRANFIELD_ENV}, "
+                                                   "then ../shared/data/retrieval/cranfield beside the checkout."),
+              out: Path = typer.Option(None, help="Also write the JSON to this file.")):
+    """Retrieval quality on Cranfield, ingest throughput, and search latency and recall at scale."""
+    from genfoundry.knowledge.bench import BENCH_PARTS, run_knowledge_bench
+    from genfoundry.models.builtin import BUILTIN_EMBEDDING
+
+    context = get_context(ctx)
+    folder = _cranfield_folder(data)
+    spec = context.hub().resolve(BUILTIN_EMBEDDING)
+    result = run_knowledge_bench(context.settings, data=folder, parts=part or BENCH_PARTS,
+                                 scale_chunks=scale_chunks, embedding=spec,
+                                 progress=lambda m: err_console.print(m, style="dim"))
+    text = json.dumps(result, indent=2)
+    saved = context.settings.home / "runs" / f"bench-knowledge-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    saved.write_text(text)
+    if out:
+        out.write_text(text)
+    print(text)
+    err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
