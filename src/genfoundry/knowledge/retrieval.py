@@ -122,7 +122,7 @@ class Retriever:
             raise InvalidRequest(f"the query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,}. "
                                  "Ask a shorter question", param="query")
         vector = np.asarray((await self.embedder.embed([query])).vectors[0], dtype=np.float32)
-        rankings = await asyncio.to_thread(self._search, query, vector, options)
+        rankings = await self._search(query, vector, options)
         fused = fuse_rrf(rankings)
         if not fused:
             return []
@@ -142,17 +142,20 @@ class Retriever:
             return [passages[i] for i in picked]
         return passages[: options.limit]
 
-    def _search(self, query: str, vector: np.ndarray, options: RetrievalOptions) -> dict[str, list[Hit]]:
-        rankings: dict[str, list[Hit]] = {}
+    async def _search(self, query: str, vector: np.ndarray, options: RetrievalOptions) -> dict[str, list[Hit]]:
         # Over-fetch a little: chunks of a half-written ingest are dropped below.
         want = options.candidates + 10
+        searches = {}
         if options.mode in ("hybrid", "dense"):
-            rankings["dense"] = self.vectors.search_dense(self.collection, vector.tolist(), limit=want,
-                                                          where=options.where)
+            searches["dense"] = asyncio.to_thread(self.vectors.search_dense, self.collection, vector.tolist(),
+                                                  limit=want, where=options.where)
         if options.mode in ("hybrid", "bm25"):
-            rankings["bm25"] = self.vectors.search_text(self.collection, analyze(query), limit=want,
-                                                        where=options.where)
-        current = self._current_versions({h.chunk.document_id for hits in rankings.values() for h in hits})
+            searches["bm25"] = asyncio.to_thread(self.vectors.search_text, self.collection, analyze(query),
+                                                 limit=want, where=options.where)
+        # Both searches at once: hybrid costs about the slower of the two, not their sum.
+        rankings = dict(zip(searches, await asyncio.gather(*searches.values())))
+        current = await asyncio.to_thread(
+            self._current_versions, {h.chunk.document_id for hits in rankings.values() for h in hits})
         return {name: [h for h in hits if current.get(h.chunk.document_id) == h.chunk.version][: options.candidates]
                 for name, hits in rankings.items()}
 

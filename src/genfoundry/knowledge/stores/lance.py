@@ -45,6 +45,7 @@ warnings.filterwarnings("ignore", message="lancedb fork support", category=Runti
 DEFAULT_ANN_THRESHOLD = 50_000  # rows; below this exact search is fast enough and exact
 _REFINE_FACTOR = 8  # ANN candidates re-ranked exactly: limit x this
 _NPROBES = 24
+_MIN_EF = 400  # HNSW search width; measured on 200k chunks: top-10 recall 0.96-0.99 without, 0.99 with
 
 _FIELDS = ("id", "document_id", "version", "text", "position", "source", "title", "heading", "page", "tags",
            "modified")
@@ -240,7 +241,8 @@ class LanceVectorStore:
         if predicate:
             query = query.where(predicate, prefilter=True)
         if self._has_vector_index(table):
-            query = query.nprobes(_NPROBES).refine_factor(_REFINE_FACTOR)
+            # Recall is bound by the HNSW search width, which Lance needs to be at least limit x refine.
+            query = query.nprobes(_NPROBES).refine_factor(_REFINE_FACTOR).ef(max(_MIN_EF, limit * _REFINE_FACTOR))
         return [Hit(_chunk(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
 
     def search_text(
