@@ -189,3 +189,17 @@ def test_property_chunks_fit_cover_everything_and_stay_in_order(paragraphs, max_
         start = flat.find(" ".join(c.text.split()))
         assert start > last_start, "a chunk is not a piece of the text, or out of order"
         last_start = start
+
+
+def test_counting_many_at_once_gives_the_same_chunks():
+    calls = []
+
+    def many(texts):
+        calls.append(len(texts))
+        return [len(t.split()) for t in texts]
+
+    text = " ".join(f"Sentence number {i} says something short." for i in range(200))
+    doc = doc_of(Section(text, heading="Long"))
+    one_by_one = chunk_document(doc, count_tokens=lambda t: len(t.split()), max_tokens=40, overlap=8)
+    batched = chunk_document(doc, count_tokens=lambda t: len(t.split()), count_many=many, max_tokens=40, overlap=8)
+    assert batched == one_by_one and calls == [200]

@@ -284,6 +284,7 @@ def _chunk_texts(kb, folder: Path, embedder) -> list[str]:
     found = kb.collection("bench0")
     pieces = [piece for path in sorted(folder.iterdir())
               for piece in chunk_document(load_document(path), count_tokens=embedder.count_tokens,
+                                          count_many=getattr(embedder, "count_tokens_many", None),
                                           max_tokens=found.chunk_tokens, overlap=found.chunk_overlap)]
     return [f"{p.heading}\n{p.text}" if p.heading else p.text for p in pieces]
 

@@ -73,11 +73,14 @@ def chunk_document(
     count_tokens: Callable[[str], int],
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
+    count_many: Callable[[list[str]], list[int]] | None = None,
 ) -> list[TextChunk]:
     """Split ``doc`` into chunks of at most ``max_tokens``, in document order.
 
     ``count_tokens`` is the embedding model's tokeniser (any function of text to a
-    count). Raises InvalidRequest unless ``max_tokens > overlap >= 0``.
+    count); ``count_many``, when given, counts a list at once (a section's sentences in
+    one tokeniser call rather than one call each). Raises InvalidRequest unless
+    ``max_tokens > overlap >= 0``.
     """
     if not 0 <= overlap < max_tokens:
         raise InvalidRequest(
@@ -90,7 +93,7 @@ def chunk_document(
         text = section.text.strip()
         if not text:
             continue
-        for piece in _Packer(count_tokens, max_tokens, overlap).pack(text):
+        for piece in _Packer(count_tokens, max_tokens, overlap, count_many).pack(text):
             chunks.append(TextChunk(piece, section.heading, section.page, len(chunks)))
     return chunks
 
@@ -98,8 +101,10 @@ def chunk_document(
 class _Packer:
     """Packs one section's sentences greedily into chunks, keeping paragraphs whole if they fit."""
 
-    def __init__(self, count: _Count, max_tokens: int, overlap: int):
+    def __init__(self, count: _Count, max_tokens: int, overlap: int,
+                 count_many: Callable[[list[str]], list[int]] | None = None):
         self.count = count
+        self.count_many = count_many
         self.max = max_tokens
         self.overlap = overlap
         self.done: list[str] = []
@@ -124,8 +129,10 @@ class _Packer:
 
     def _pieces(self, text: str) -> Iterator[_Piece]:
         """Sentences and lines with their token counts; one too long is cut into words."""
-        for sep, sentence in _split(text, _BOUNDARY):
-            tokens = self.count(sentence)
+        parts = list(_split(text, _BOUNDARY))
+        counts = (self.count_many([sentence for _, sentence in parts]) if self.count_many
+                  else [self.count(sentence) for _, sentence in parts])
+        for (sep, sentence), tokens in zip(parts, counts):
             if tokens <= self.max:
                 yield _Piece(sep, sentence, tokens)
             else:

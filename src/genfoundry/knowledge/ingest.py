@@ -150,6 +150,7 @@ class Ingestor:
                 self._outcome(source, "skipped")
                 return None
             pieces = chunk_document(doc, count_tokens=self.embedder.count_tokens,
+                                    count_many=getattr(self.embedder, "count_tokens_many", None),
                                     max_tokens=self.collection.chunk_tokens, overlap=self.collection.chunk_overlap)
         except LoadError as exc:  # messages name the file as the user knows it, not an upload's temp path
             self._outcome(source, "failed", exc.message.replace(str(path), source))

@@ -150,6 +150,10 @@ class SentenceTransformersModel:
     def count_tokens(self, text: str) -> int:
         return self._require()[1]([text], False)[0]
 
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """Token counts of many texts in one tokeniser call (no special tokens)."""
+        return self._require()[1](list(texts), False) if texts else []
+
     async def embed(self, texts: list[str]) -> Embeddings:
         if not texts:
             return Embeddings(vectors=[])
