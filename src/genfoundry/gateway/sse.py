@@ -28,10 +28,11 @@ def _event(payload: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def _frames(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+async def _frames(events: AsyncIterator[dict | bytes]) -> AsyncIterator[bytes]:
+    """Frame each event; bytes are an event framed already (``data: ...\\n\\n``)."""
     try:
         async for event in events:
-            yield _event(event)
+            yield event if isinstance(event, bytes) else _event(event)
     except GenfoundryError as exc:
         # Headers are gone already: the error travels as an event, as OpenAI does.
         yield _event(exc.to_dict())
@@ -44,6 +45,6 @@ async def _frames(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     yield _event("[DONE]")
 
 
-def sse_response(events: AsyncIterator[dict]) -> StreamingResponse:
+def sse_response(events: AsyncIterator[dict | bytes]) -> StreamingResponse:
     return StreamingResponse(_frames(events), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

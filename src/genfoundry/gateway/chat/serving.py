@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -62,19 +63,23 @@ def _response(ctx: CallContext, model: str, result: Generation) -> dict:
             "usage": usage_json(result.usage)}
 
 
-async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict]:
+async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict | bytes]:
     created = int(time.time())
     model = run.spec.name
     base = {"id": ctx.id, "object": "chat.completion.chunk", "created": created, "model": model}
     yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                 "finish_reason": None, "logprobs": None}]}
+    # The common event, a piece of text, is framed from a template: one small json.dumps of the text
+    # per token instead of building and encoding the whole chunk object (this runs for every token).
+    head = ("data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": ""}}]},
+                                  separators=(",", ":")).removesuffix('""}}]}')).encode()
+    tail = b'},"finish_reason":null,"logprobs":null}]}\n\n'
     async for chunk in run.chunks():
-        delta: dict = {}
-        if chunk.text:
-            delta["content"] = chunk.text
-        if chunk.tool_calls:
+        if chunk.text and not chunk.tool_calls:
+            yield head + json.dumps(chunk.text).encode() + tail
+        elif chunk.tool_calls:
+            delta: dict = {"content": chunk.text} if chunk.text else {}
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(_tool_calls_json(chunk.tool_calls))]
-        if delta:
             yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
         if chunk.finish_reason is not None:
             yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
