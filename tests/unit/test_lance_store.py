@@ -44,3 +44,33 @@ def test_vector_index_past_threshold(tmp_path):
 
 def _disk_holds(folder, needle: bytes) -> bool:
     return any(needle in path.read_bytes() for path in folder.rglob("*") if path.is_file())
+
+
+def test_first_searches_from_two_threads_at_once(tmp_path):
+    """Hybrid search runs dense and BM25 in two threads; in a fresh process both import lancedb at once."""
+    import subprocess
+    import sys
+
+    store = LanceVectorStore(tmp_path / "vectors")
+    store.create_collection("kb", dimensions=8)
+    store.add("kb", [make_chunk("refunds take five days", document_id="a")])
+    store.close()
+    script = f"""
+import threading
+from genfoundry.knowledge.stores.lance import LanceVectorStore
+from genfoundry.knowledge.analysis import analyze
+store = LanceVectorStore({str(tmp_path / "vectors")!r})
+errors = []
+def run(fn):
+    try:
+        fn()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=run, args=(lambda: store.search_dense("kb", [1.0] + [0.0] * 7, limit=1),)),
+           threading.Thread(target=run, args=(lambda: store.search_text("kb", analyze("refunds"), limit=1),))]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -107,16 +107,22 @@ class LanceVectorStore:
         self._db = None
         self._tables: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
 
     # -- collections -------------------------------------------------------------------------
 
     def _connect(self):
-        if self._db is None:
-            import lancedb  # heavy import, paid on first use
+        with self._connect_lock:
+            if self._db is None:
+                # Heavy imports, paid on first use, all at once and under a lock: lancedb's modules
+                # import each other, and two threads importing them at once can see one half-made.
+                import lancedb
+                import lancedb.index
+                import lancedb.query  # noqa: F401
 
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(str(self.path))
-        return self._db
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._db = lancedb.connect(str(self.path))
+            return self._db
 
     def _table(self, name: str):
         check_name(name)
@@ -248,9 +254,9 @@ class LanceVectorStore:
     def search_text(
         self, collection: str, terms: Sequence[str], *, limit: int, where: Filter | None = None
     ) -> list[Hit]:
+        table = self._table(collection)  # first: it imports lancedb under the lock
         from lancedb.query import MatchQuery
 
-        table = self._table(collection)
         predicate = _where(where)
         if not terms:
             return []
