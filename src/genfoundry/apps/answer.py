@@ -95,8 +95,9 @@ def _context(passages: list[Passage]) -> str:
     return "\n".join(blocks)
 
 
-# One worked example shows a small base model the shape of a grounded, cited answer; measured on the
-# sample knowledge base it answers 16 of 25 questions right against 4 of 25 for an instruction alone.
+# One worked example shows a small base model the shape of a grounded, cited answer. On the sample
+# knowledge base the built-in Gemma 3 270M answers 18 of its 25 answerable questions right with it
+# (`genfoundry bench answers`); a side test with an instruction alone, in Gemma's turns, got 4 of 25.
 _EXAMPLE = ("Sources:\n[1] Opening hours\nThe shop is open from 9:00 to 18:00, Monday to Friday.\n"
             "[2] Parking\nCustomers park free for two hours in the yard.\n\n"
             "Question: How long can customers park for free?\nAnswer: Customers park free for two hours [2].\n\n")

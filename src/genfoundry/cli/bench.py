@@ -87,3 +87,44 @@ def knowledge(ctx: typer.Context,
         out.write_text(text)
     print(text)
     err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
+
+
+@app.command("answers")
+@handle_errors
+def answers(ctx: typer.Context,
+            model: str = typer.Option("default", help="Chat model that writes the answers."),
+            out: Path = typer.Option(None, help="Also write the JSON to this file.")):
+    """Grounded answers on the sample knowledge base's questions: right, cited, declined."""
+    import asyncio
+    import tempfile
+
+    from genfoundry.apps.answer import GroundedAnswerer
+    from genfoundry.apps.answer_eval import evaluate_answers
+    from genfoundry.knowledge import SAMPLE_DOCS, SAMPLE_QUESTIONS
+    from genfoundry.knowledge.base import KnowledgeBase
+    from genfoundry.knowledge.stores.lance import LanceVectorStore
+
+    context = get_context(ctx)
+    hub = context.hub()
+
+    async def work(scratch: Path):
+        kb = KnowledgeBase(settings=context.settings, store=context.store, hub=hub,
+                           vectors=LanceVectorStore(scratch / "vectors"))
+        name = f"bench-answers-{os.getpid()}"
+        try:
+            await kb.ingest(name, [SAMPLE_DOCS], create=True)
+            answerer = GroundedAnswerer(kb=kb, hub=hub, settings=context.settings)
+            return await evaluate_answers(answerer, name, SAMPLE_QUESTIONS, model=model)
+        finally:
+            kb.registry.delete(name)
+            await hub.close()
+
+    with tempfile.TemporaryDirectory(prefix="bench-answers-", dir=context.settings.home) as scratch:
+        result = asyncio.run(work(Path(scratch)))
+    text = json.dumps(result, indent=2)
+    saved = context.settings.home / "runs" / f"bench-answers-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    saved.write_text(text)
+    if out:
+        out.write_text(text)
+    print(text)
+    err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
