@@ -141,6 +141,19 @@ answer_cache = sa.Table(
 )
 
 
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime, nullable=False, index=True),
+    sa.Column("actor", _String(200), nullable=False),
+    sa.Column("action", _String(100), nullable=False, index=True),
+    sa.Column("target", _Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("prev_hash", _String(64), nullable=False),
+    sa.Column("hash", _String(64), nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
@@ -149,6 +162,7 @@ class Tables:
     collections: sa.Table = collections
     documents: sa.Table = documents
     answer_cache: sa.Table = answer_cache
+    audit_log: sa.Table = audit_log
 
 
 def _m001_initial(conn: Connection) -> None:
@@ -161,10 +175,15 @@ def _m002_knowledge(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m003_audit_log(conn: Connection) -> None:
+    audit_log.create(conn, checkfirst=True)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_knowledge", _m002_knowledge),
+    ("m003_audit_log", _m003_audit_log),
 ]
 
 _migration_log = sa.Table(

@@ -21,6 +21,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from genfoundry.core.errors import AuthenticationError, InvalidRequest, NotFound
+from genfoundry.core.audit import record
 from genfoundry.core.store import Store, utcnow
 
 __all__ = [
@@ -79,8 +80,8 @@ def _row_to_key(row) -> ApiKey:
 
 def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: int | None = None,
                token_budget: int | None = None, budget_period: str = "month",
-               allowed_models: list[str] | None = None) -> tuple[str, ApiKey]:
-    """Create a key; returns the secret (shown once) and the stored record."""
+               allowed_models: list[str] | None = None, actor: str = "local") -> tuple[str, ApiKey]:
+    """Create a key; returns the secret (shown once) and the stored record. Audited."""
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, not '{role}'")
     if budget_period not in PERIODS:
@@ -100,6 +101,9 @@ def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: i
             rpm_limit=rpm_limit, token_budget=token_budget, budget_period=budget_period,
             allowed_models=allowed_models, created_at=utcnow()))
         row = conn.execute(sa.select(table).where(table.c.id == key_id)).one()
+    record(store, action="key.create", actor=actor, target=key_id,
+           details={"name": name, "role": role, "rpm_limit": rpm_limit, "token_budget": token_budget,
+                    "allowed_models": allowed_models})
     return secret, _row_to_key(row)
 
 
@@ -112,7 +116,7 @@ def list_keys(store: Store, *, include_revoked: bool = False) -> list[ApiKey]:
         return [_row_to_key(r) for r in conn.execute(query)]
 
 
-def revoke_key(store: Store, id_or_name: str) -> ApiKey:
+def revoke_key(store: Store, id_or_name: str, *, actor: str = "local") -> ApiKey:
     table = store.tables.api_keys
     with store.begin() as conn:
         rows = conn.execute(sa.select(table).where(
@@ -124,6 +128,7 @@ def revoke_key(store: Store, id_or_name: str) -> ApiKey:
             raise InvalidRequest(f"several keys are named '{id_or_name}'; revoke by id")
         conn.execute(table.update().where(table.c.id == rows[0].id).values(revoked_at=utcnow()))
         row = conn.execute(sa.select(table).where(table.c.id == rows[0].id)).one()
+    record(store, action="key.revoke", actor=actor, target=row.id, details={"name": row.name})
     return _row_to_key(row)
 
 

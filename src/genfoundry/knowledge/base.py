@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from genfoundry.core.audit import record
 from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
@@ -114,6 +116,8 @@ class KnowledgeBase:
             access=access or Access())
         self._check_chunking(collection, embedder)
         self.registry.create(collection)
+        record(self.store, action="collection.create", target=name,
+               details={"clearance": clearance, "access": collection.access.to_dict()})
         await asyncio.to_thread(self.vectors.create_collection, name, dimensions=dimensions)
         return collection
 
@@ -132,8 +136,9 @@ class KnowledgeBase:
     def collections(self) -> list[Collection]:
         return self.registry.list()
 
-    async def delete_collection(self, name: str) -> None:
+    async def delete_collection(self, name: str, *, actor: str = "local") -> None:
         self.registry.get(name)
+        record(self.store, action="collection.delete", actor=actor, target=name)
         if name in await asyncio.to_thread(self.vectors.collections):
             await asyncio.to_thread(self.vectors.drop_collection, name)
         self.registry.delete(name)
@@ -194,9 +199,11 @@ class KnowledgeBase:
 
     # -- forget ------------------------------------------------------------------------------
 
-    async def forget_document(self, document_id: str) -> ForgetReport:
-        """Remove a document: its chunks (vectors, full-text entries) and every cached answer."""
+    async def forget_document(self, document_id: str, *, actor: str = "local") -> ForgetReport:
+        """Remove a document: its chunks (vectors, full-text entries) and every cached answer. Audited."""
         info = self.document(document_id)
+        record(self.store, action="knowledge.forget", actor=actor, target=document_id,
+               details={"collection": info.collection, "source": info.source})
         chunks = await asyncio.to_thread(self.vectors.delete, info.collection, where={"document_id": document_id})
         answers = self._drop_answers(info.collection, document_ids={document_id})
         self._drop_documents([document_id])
@@ -205,7 +212,7 @@ class KnowledgeBase:
         return ForgetReport(documents=[document_id], chunks=chunks, answers=answers, calls=0)
 
     async def forget_match(self, needle: str, *, collections: Sequence[str] | None = None,
-                           erase_calls: bool = True) -> ForgetReport:
+                           erase_calls: bool = True, actor: str = "local") -> ForgetReport:
         """Remove every document holding ``needle`` (any case), in every collection unless named.
 
         A document that mentions it is removed whole: a chunk torn out would leave the rest of the
@@ -216,6 +223,10 @@ class KnowledgeBase:
             raise InvalidRequest("give at least 3 characters to forget; shorter text matches too much",
                                  param="match")
         names = list(collections) if collections else [c.name for c in self.collections()]
+        # The request is audited by a fingerprint: the log must not keep what it was asked to forget.
+        record(self.store, action="knowledge.forget_match", actor=actor,
+               target=hashlib.sha256(needle.lower().encode()).hexdigest()[:16],
+               details={"collections": names, "erase_call_logs": erase_calls})
         report = ForgetReport(documents=[], chunks=0, answers=0, calls=0)
         for name in names:
             self.registry.get(name)

@@ -20,6 +20,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
+from genfoundry.core.audit import record
 from genfoundry.core.errors import CollectionNotFound, InvalidRequest, PermissionDenied
 from genfoundry.core.store import Store
 from genfoundry.knowledge.stores.base import check_name
@@ -87,7 +88,10 @@ class CollectionRegistry:
             conn.execute(self.table.insert().values(**self._row(collection)))
         return collection
 
-    def update(self, collection: Collection) -> Collection:
+    def update(self, collection: Collection, *, actor: str = "local") -> Collection:
+        """Change a collection's settings (access, clearance); audited."""
+        record(self.store, action="collection.access", actor=actor, target=collection.name,
+               details={"clearance": collection.clearance, "access": collection.access.to_dict()})
         with self.store.begin() as conn:
             conn.execute(self.table.update().where(self.table.c.name == collection.name)
                          .values(**self._row(collection)))

@@ -47,14 +47,14 @@ async def get_keys(request: Request, _: ApiKey = Depends(require_role("admin")))
 
 
 @router.post("/keys", status_code=201)
-async def post_key(body: KeyCreate, request: Request, _: ApiKey = Depends(require_role("admin"))):
-    secret, key = create_key(request.app.state.runtime.store, **body.model_dump())
+async def post_key(body: KeyCreate, request: Request, admin: ApiKey = Depends(require_role("admin"))):
+    secret, key = create_key(request.app.state.runtime.store, **body.model_dump(), actor=f"key:{admin.id}")
     return {**_key_json(key), "key": secret}
 
 
 @router.delete("/keys/{key_id}")
-async def delete_key(key_id: str, request: Request, _: ApiKey = Depends(require_role("admin"))):
-    return _key_json(revoke_key(request.app.state.runtime.store, key_id))
+async def delete_key(key_id: str, request: Request, admin: ApiKey = Depends(require_role("admin"))):
+    return _key_json(revoke_key(request.app.state.runtime.store, key_id, actor=f"key:{admin.id}"))
 
 
 @router.get("/calls")

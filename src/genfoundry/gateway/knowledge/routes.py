@@ -64,7 +64,7 @@ async def get_collection(name: str, request: Request, key: ApiKey = Depends(auth
 @router.delete("/v1/collections/{name}", summary="Delete a collection and everything in it")
 async def delete_collection(name: str, request: Request, key: ApiKey = Depends(require_role("admin", "developer"))):
     kb, _ = collection_for(request.app.state.runtime, name, key, "write")
-    await kb.delete_collection(name)
+    await kb.delete_collection(name, actor=f"key:{key.id}")
     return {"deleted": True, "name": name}
 
 
@@ -88,7 +88,7 @@ async def forget_document(name: str, document_id: str, request: Request, key: Ap
     kb, _ = collection_for(request.app.state.runtime, name, key, "write")
     if kb.document(document_id).collection != name:
         raise NotFound(f"document {document_id!r} is not in collection {name!r}", param="document_id")
-    return (await kb.forget_document(document_id)).to_dict()
+    return (await kb.forget_document(document_id, actor=f"key:{key.id}")).to_dict()
 
 
 @router.post("/v1/collections/{name}/search", summary="Retrieve passages (dense, BM25 or hybrid)")
@@ -130,5 +130,6 @@ async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey 
 @router.post("/v1/forget", summary="Forget every document holding a text, everywhere (admin)")
 async def forget_match(body: ForgetBody, request: Request, key: ApiKey = Depends(require_role("admin"))):
     kb = request.app.state.runtime.knowledge()
-    report = await kb.forget_match(body.match, collections=body.collections, erase_calls=body.erase_call_logs)
+    report = await kb.forget_match(body.match, collections=body.collections, erase_calls=body.erase_call_logs,
+                                   actor=f"key:{key.id}")
     return report.to_dict()
