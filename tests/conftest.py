@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from genfoundry.core.settings import Settings, load_settings
@@ -48,3 +50,38 @@ def hub(store, settings) -> ModelHub:
     hub.add(fake_spec(FAKE_CHAT, aliases=[DEFAULT_ALIAS]))
     hub.add(fake_spec(FAKE_EMBED, aliases=[DEFAULT_EMBEDDING_ALIAS], capabilities=["embedding"]))
     return hub
+
+
+def isolate_cli(monkeypatch) -> None:
+    """Make ``genfoundry`` commands run by CliRunner see no user settings and load no built-ins.
+
+    Registering the built-ins assembles a real model; tests add fake models instead.
+    """
+    from genfoundry.cli.common import Context
+
+    for name in list(os.environ):
+        if name.startswith("GENFOUNDRY_"):
+            monkeypatch.delenv(name)
+    # Context.settings sets these with setdefault; setting them here undoes that afterwards.
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                        ("TRANSFORMERS_VERBOSITY", "error")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COLUMNS", "250")  # Rich tables would truncate cells at 80 columns
+    with_builtins = Context.hub
+    monkeypatch.setattr(Context, "hub", lambda self, *, builtins=True: with_builtins(self, builtins=False))
+
+
+def ok(result) -> str:
+    """The output of a command that succeeded."""
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def fails(result) -> str:
+    """The one-line error of a command that failed the way users should see."""
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)  # handled, not a crash
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from genfoundry.cli import app as cli_app

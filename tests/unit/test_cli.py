@@ -8,32 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from genfoundry.cli import app
-from genfoundry.cli.common import Context
 from genfoundry.core.store import Store, utcnow
 from genfoundry.gateway.keys import verify_key
 from genfoundry.observe.calls import CallRecord, CallRecorder
+
+from tests.conftest import fails, isolate_cli, ok
 
 
 @pytest.fixture()
 def cli(tmp_path, monkeypatch):
     """``cli("models", "list")`` runs ``genfoundry --home tmp_path models list``."""
-    for name in list(os.environ):
-        if name.startswith("GENFOUNDRY_"):
-            monkeypatch.delenv(name)
-    # Context.settings sets these with setdefault; setting them here undoes that afterwards.
-    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                        ("TRANSFORMERS_VERBOSITY", "error")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("COLUMNS", "250")  # Rich tables would truncate cells at 80 columns
-    with_builtins = Context.hub
-    monkeypatch.setattr(Context, "hub", lambda self, *, builtins=True: with_builtins(self, builtins=False))
+    isolate_cli(monkeypatch)
     runner = CliRunner()
 
     def run(*args: str, env: dict[str, str] | None = None):
@@ -41,20 +32,6 @@ def cli(tmp_path, monkeypatch):
 
     return run
 
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
-
-
-def fails(result) -> str:
-    """The one-line error of a command that failed the way users should see."""
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit)  # handled, not a crash
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture()

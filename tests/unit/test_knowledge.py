@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from genfoundry.cli import app
-from genfoundry.cli.common import Context
 from genfoundry.core.errors import CollectionNotFound, InvalidRequest, NotFound, PermissionDenied
 from genfoundry.core.types import Chunk, Hit
 from genfoundry.knowledge.base import KnowledgeBase
@@ -27,6 +25,8 @@ from genfoundry.knowledge.ingest import document_id
 from genfoundry.knowledge.retrieval import MAX_QUERY_CHARS, RetrievalOptions, fuse_rrf, mmr_select
 from genfoundry.knowledge.stores.lance import LanceVectorStore
 from genfoundry.observe.calls import CallRecord, CallRecorder
+
+from tests.conftest import fails, isolate_cli, ok
 
 RETURNS = ("# Returns\n\nReturns are accepted within 30 days of purchase with a receipt.\n\n"
            "## Refunds\n\nRefunds are paid to the original card within 5 working days.\n")
@@ -625,16 +625,7 @@ def test_forget_match_with_nothing_to_forget(kb, handbook):
 @pytest.fixture()
 def cli(tmp_path, monkeypatch):
     """``cli("search", ...)`` runs ``genfoundry --home HOME search ...`` with fake models only."""
-    for name in list(os.environ):
-        if name.startswith("GENFOUNDRY_"):
-            monkeypatch.delenv(name)
-    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                        ("TRANSFORMERS_VERBOSITY", "error")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("COLUMNS", "250")
-    with_builtins = Context.hub
-    # Registering the built-ins assembles a real model; fake models keep these tests fast.
-    monkeypatch.setattr(Context, "hub", lambda self, *, builtins=True: with_builtins(self, builtins=False))
+    isolate_cli(monkeypatch)
     runner = CliRunner()
     home = tmp_path / "home"
 
@@ -647,19 +638,6 @@ def cli(tmp_path, monkeypatch):
               "--alias", "default-embedding"))
     return invoke
 
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
-
-
-def fails(result) -> str:
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_cli_ingest_search_ask_forget(cli, docs):

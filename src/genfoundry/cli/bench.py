@@ -47,10 +47,18 @@ def gateway(ctx: typer.Context,
     result["engine_binary"] = binary
     hub.record_measured(spec.name, prefill_tps=None,
                         decode_tps=result["concurrent"]["gateway"]["aggregate_tokens_per_s_median"])
-    out = context.settings.home / "runs" / f"bench-gateway-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    err_console.print(f"saved to {out}", style="dim")
+    _report(context.settings, "gateway", result)
+
+
+def _report(settings, name: str, result: dict, out: Path | None = None) -> None:
+    """Print the JSON and save it under GENFOUNDRY_HOME/runs (and in ``out`` when given)."""
+    text = json.dumps(result, indent=2)
+    saved = settings.home / "runs" / f"bench-{name}-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    saved.write_text(text)
+    if out:
+        out.write_text(text)
+    print(text)
+    err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
 
 
 def _cranfield_folder(data: Path | None) -> Path:
@@ -80,13 +88,7 @@ def knowledge(ctx: typer.Context,
     result = run_knowledge_bench(context.settings, data=folder, parts=part or BENCH_PARTS,
                                  scale_chunks=scale_chunks, embedding=spec,
                                  progress=lambda m: err_console.print(m, style="dim"))
-    text = json.dumps(result, indent=2)
-    saved = context.settings.home / "runs" / f"bench-knowledge-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    saved.write_text(text)
-    if out:
-        out.write_text(text)
-    print(text)
-    err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
+    _report(context.settings, "knowledge", result, out)
 
 
 @app.command("answers")
@@ -121,10 +123,4 @@ def answers(ctx: typer.Context,
 
     with tempfile.TemporaryDirectory(prefix="bench-answers-", dir=context.settings.home) as scratch:
         result = asyncio.run(work(Path(scratch)))
-    text = json.dumps(result, indent=2)
-    saved = context.settings.home / "runs" / f"bench-answers-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    saved.write_text(text)
-    if out:
-        out.write_text(text)
-    print(text)
-    err_console.print(f"saved to {saved}" + (f" and {out}" if out else ""), style="dim")
+    _report(context.settings, "answers", result, out)

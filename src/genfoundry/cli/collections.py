@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import typer
@@ -104,13 +105,13 @@ def access(ctx: typer.Context, name: str = typer.Argument(..., help="Collection 
            any_key: bool = typer.Option(False, "--any-key", help="Drop the key list: any key with the role."),
            clearance: str = typer.Option(None, help="Change the clearance.")):
     """Change who may read and write a collection, or its clearance."""
-    from genfoundry.knowledge.collections import Collection, CollectionRegistry
+    from genfoundry.knowledge.collections import CollectionRegistry
 
     registry = CollectionRegistry(get_context(ctx).store)
     current = registry.get(name)
     rules = current.access
     new = Access(read=read or rules.read, write=write or rules.write, keys=[] if any_key else (key or rules.keys))
-    updated = Collection(**{**current.__dict__, "access": new, "clearance": clearance or current.clearance})
+    updated = dataclasses.replace(current, access=new, clearance=clearance or current.clearance)
     registry.update(updated)
     console.print(f"{name}: read {', '.join(new.read)} · write {', '.join(new.write)}"
                   f"{' · keys ' + ', '.join(new.keys) if new.keys else ''} · clearance {updated.clearance}")

@@ -135,15 +135,17 @@ class CollectionRegistry:
         return Collection(**fields, access=Access(**row["access"]))
 
     @staticmethod
-    def check_access(collection: Collection, action: Action, *, role: str | None, key_id: str | None) -> None:
-        """Raise PermissionDenied unless the caller may ``action`` the collection.
-
-        ``role=None`` is the local operator (command line), who may do anything.
-        """
+    def may(collection: Collection, action: Action, *, role: str | None, key_id: str | None) -> bool:
+        """Whether the caller may ``action`` the collection; ``role=None`` is the local operator."""
         if role is None or role == "admin":
-            return
+            return True
         allowed = collection.access.read if action == "read" else collection.access.write
-        if role not in allowed or (collection.access.keys and key_id not in collection.access.keys):
+        return role in allowed and (not collection.access.keys or key_id in collection.access.keys)
+
+    @classmethod
+    def check_access(cls, collection: Collection, action: Action, *, role: str | None, key_id: str | None) -> None:
+        """Raise PermissionDenied unless the caller may ``action`` the collection."""
+        if not cls.may(collection, action, role=role, key_id=key_id):
             raise PermissionDenied(
                 f"this API key may not {action} collection {collection.name!r}; an admin can change its "
                 f"access with `genfoundry collections access {collection.name}`", param="collection")

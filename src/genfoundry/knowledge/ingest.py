@@ -32,7 +32,9 @@ from genfoundry.core.types import Chunk
 from genfoundry.knowledge.analysis import analyze
 from genfoundry.knowledge.chunking import TextChunk, chunk_document
 from genfoundry.knowledge.collections import Collection
-from genfoundry.knowledge.loaders import LoadedDocument, LoadError, find_files, load_document
+from genfoundry.knowledge.loaders import (
+    DEFAULT_MAX_FILE_BYTES, LoadedDocument, LoadError, find_files, load_document,
+)
 from genfoundry.knowledge.stores.base import VectorStore
 from genfoundry.models.protocols import EmbeddingModel
 
@@ -90,7 +92,7 @@ class Ingestor:
     """Writes documents into one collection (see the module docstring)."""
 
     def __init__(self, *, store: Store, vectors: VectorStore, collection: Collection, embedder: EmbeddingModel,
-                 batch_size: int = 64, max_file_bytes: int = 50 * 2**20,
+                 batch_size: int = 64, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                  on_progress: Callable[[IngestEvent], None] | None = None):
         self.store = store
         self.vectors = vectors

@@ -30,18 +30,17 @@ def _collection_json(c: Collection, documents: int | None = None) -> dict:
     return data
 
 
-def _readable(kb, key: ApiKey, collection: Collection) -> bool:
-    try:
-        kb.registry.check_access(collection, "read", role=key.role, key_id=key.id)
-        return True
-    except Exception:
-        return False
+def _call(prefix: str, endpoint: str, key: ApiKey, body: AskBody | SummaryBody) -> CallContext:
+    """The call record the model calls behind an answer or a summary are written under."""
+    return CallContext(id=f"{prefix}-{uuid.uuid4().hex}", endpoint=endpoint, key=key, requested_model=body.model,
+                       stream=False, body=body.model_dump(exclude_none=True))
 
 
 @router.get("/v1/collections", summary="Collections this key may read")
 async def list_collections(request: Request, key: ApiKey = Depends(authenticate)):
     kb = request.app.state.runtime.knowledge()
-    return {"object": "list", "data": [_collection_json(c) for c in kb.collections() if _readable(kb, key, c)]}
+    return {"object": "list", "data": [_collection_json(c) for c in kb.collections()
+                                       if kb.registry.may(c, "read", role=key.role, key_id=key.id)]}
 
 
 @router.post("/v1/collections", summary="Create a collection", status_code=201)
@@ -104,8 +103,7 @@ async def search(name: str, body: SearchBody, request: Request, key: ApiKey = De
 async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, _ = collection_for(rt, name, key, "read")
-    ctx = CallContext(id=f"ans-{uuid.uuid4().hex}", endpoint="answers", key=key, requested_model=body.model,
-                      stream=False, body=body.model_dump(exclude_none=True))
+    ctx = _call("ans", "answers", key, body)
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
     result = await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
                                    options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter,
@@ -117,8 +115,7 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
 async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, _ = collection_for(rt, name, key, "read")
-    ctx = CallContext(id=f"sum-{uuid.uuid4().hex}", endpoint="summaries", key=key, requested_model=body.model,
-                      stream=False, body=body.model_dump(exclude_none=True))
+    ctx = _call("sum", "summaries", key, body)
     summariser = Summariser(kb=kb, hub=rt.hub, model=body.model, generate=gateway_generate(rt, ctx))
     if body.document_id:
         if kb.document(body.document_id).collection != name:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from genfoundry.core.errors import GenfoundryError
 from genfoundry.gateway.auth import authenticate
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.models.spec import ModelSpec
@@ -26,15 +25,8 @@ def rag_card(collection) -> dict:
 
 def _readable_collections(rt, key: ApiKey) -> list:
     kb = rt.knowledge()
-    found = []
-    for collection in kb.collections():
-        try:
-            kb.registry.check_access(collection, "read", role=key.role, key_id=key.id)
-        except GenfoundryError:
-            continue
-        if key.may_use(f"rag:{collection.name}"):
-            found.append(collection)
-    return found
+    return [c for c in kb.collections()
+            if kb.registry.may(c, "read", role=key.role, key_id=key.id) and key.may_use(f"rag:{c.name}")]
 
 
 @router.get("/v1/models", tags=["openai"], summary="List models (and rag: collections)")
