@@ -18,6 +18,10 @@ from genfoundry.core.store import Store
 from genfoundry.models.hub import DEFAULT_ALIAS, DEFAULT_EMBEDDING_ALIAS, ModelHub
 from genfoundry.models.spec import ModelSpec
 
+# The guard's vault key for every test (`genfoundry up` makes one per home; tests share this one).
+TEST_VAULT_KEY = "Z2VuZm91bmRyeS10ZXN0LXZhdWx0LWtleS0zMmJ5dGU="
+os.environ["GENFOUNDRY_VAULT_KEY"] = TEST_VAULT_KEY
+
 FAKE_CHAT = "fake-chat"
 FAKE_EMBED = "fake-embed"
 
@@ -25,6 +29,7 @@ FAKE_EMBED = "fake-embed"
 def fake_spec(name: str, **fields) -> ModelSpec:
     """A hub entry run by the ``fake`` provider (canned replies, hashed embeddings)."""
     fields.setdefault("capabilities", ["chat", "completion", "tools", "json"])
+    fields.setdefault("clearance", "restricted")  # in memory, on this machine: the guard lets it see anything
     return ModelSpec(name=name, provider="fake", location="memory", **fields)
 
 
@@ -66,6 +71,7 @@ def isolate_cli(monkeypatch) -> None:
     for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                         ("TRANSFORMERS_VERBOSITY", "error")):
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GENFOUNDRY_VAULT_KEY", TEST_VAULT_KEY)
     monkeypatch.setenv("COLUMNS", "250")  # Rich tables would truncate cells at 80 columns
     with_builtins = Context.hub
     monkeypatch.setattr(Context, "hub", lambda self, *, builtins=True: with_builtins(self, builtins=False))

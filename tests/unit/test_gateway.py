@@ -20,6 +20,7 @@ from genfoundry.observe.calls import list_calls
 
 def fake_spec(name, **kw):
     kw.setdefault("capabilities", ["chat", "completion", "tools", "json"])
+    kw.setdefault("clearance", "restricted")  # local, in memory: the guard's PII rail leaves it alone
     return ModelSpec(name=name, provider="fake", location="memory", **kw)
 
 

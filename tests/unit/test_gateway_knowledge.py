@@ -14,6 +14,7 @@ from genfoundry.models.spec import ModelSpec
 
 def fake_spec(name, **kw):
     kw.setdefault("capabilities", ["chat", "completion", "tools", "json"])
+    kw.setdefault("clearance", "restricted")  # may answer from internal collections
     return ModelSpec(name=name, provider="fake", location="memory", **kw)
 
 

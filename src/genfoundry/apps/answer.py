@@ -155,6 +155,7 @@ def _attribute(text: str, passages: list[Passage]) -> list[int]:
 
 
 Generate = Callable[[str, GenerationRequest], Awaitable[Generation]]
+ScreenPassages = Callable[[list[str]], Awaitable[list[int]]]
 
 
 def direct_generate(hub: ModelHub) -> Generate:
@@ -177,9 +178,16 @@ class GroundedAnswerer:
 
     async def prepare(self, collection: str, question: str, *, model: str = DEFAULT_ALIAS,
                       options: RetrievalOptions | None = None,
-                      history: list[Message] | None = None) -> tuple[list[Passage], GenerationRequest | None]:
-        """Retrieve passages and build the request; no request when nothing relevant was found."""
+                      history: list[Message] | None = None,
+                      screen: ScreenPassages | None = None) -> tuple[list[Passage], GenerationRequest | None]:
+        """Retrieve passages and build the request; no request when nothing relevant was found.
+
+        ``screen`` (the guard's context rail) returns the indexes of the passages the model may see.
+        """
         passages = await self.kb.retrieve(collection, question, options or RetrievalOptions())
+        if passages and screen is not None:
+            keep = await screen([p.chunk.text for p in passages])
+            passages = [passages[i] for i in keep]
         if not passages or max(p.similarity for p in passages) < self.settings.min_relevance:
             return passages, None
         spec = self.hub.resolve(model)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from genfoundry.cli import audit, bench, collections, engine, keys, models
+from genfoundry.cli import audit, bench, collections, engine, guard, keys, models
 from genfoundry.cli.chat import chat
 from genfoundry.cli.common import Context
 from genfoundry.cli.knowledge import ask, forget, ingest, search, summarise
@@ -37,6 +37,7 @@ app.command("forget")(forget)
 app.command("summarise")(summarise)
 app.add_typer(collections.app, name="collections")
 app.add_typer(audit.app, name="audit")
+app.add_typer(guard.app, name="guard")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bench.app, name="bench")

@@ -124,3 +124,50 @@ def answers(ctx: typer.Context,
     with tempfile.TemporaryDirectory(prefix="bench-answers-", dir=context.settings.home) as scratch:
         result = asyncio.run(work(Path(scratch)))
     _report(context.settings, "answers", result, out)
+
+
+GUARD_DATA_ENV = "GENFOUNDRY_EVAL_DATA"
+_CHECKOUT_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+
+
+@app.command("guard")
+@handle_errors
+def guard(ctx: typer.Context,
+          part: str = typer.Option("all", help="latency, pii, injection, or all."),
+          runs: int = typer.Option(200, min=10, help="Distinct 500-token prompts for the latency part."),
+          limit: int = typer.Option(None, min=1, help="PII part: only the first N sentences (quick check)."),
+          data: Path = typer.Option(None, help=f"Evaluation data folder holding pii/ and injection/ (default: "
+                                              f"${GUARD_DATA_ENV}, else ../shared/data beside the checkout)."),
+          out: Path = typer.Option(None, help="Also write the JSON to this file.")):
+    """Guard figures: latency the default rails add, PII P/R/F2 vs default Presidio, injection TPR/FPR."""
+    import tempfile
+
+    if part not in ("all", "latency", "pii", "injection"):
+        raise ConfigError(f"--part must be latency, pii, injection or all, not {part!r}")
+    context = get_context(ctx)
+    folder = (data or Path(os.environ.get(GUARD_DATA_ENV) or _CHECKOUT_DATA)).resolve()
+    result: dict = {}
+    if part in ("all", "pii", "injection") and not folder.is_dir():
+        raise ConfigError(f"no evaluation data at {folder}; pass --data FOLDER or set {GUARD_DATA_ENV}")
+    if part in ("all", "latency"):
+        from genfoundry.guard.bench import run_guard_latency
+
+        with tempfile.TemporaryDirectory(prefix="bench-guard-", dir=context.settings.home) as scratch:
+            settings = context.settings.model_copy(update={"home": Path(scratch), "database_url": None,
+                                                           "guard_policy": None, "vault_key_file": None})
+            from genfoundry.guard.keys import generate_key_file
+
+            generate_key_file(Path(scratch) / "vault.key")
+            err_console.print(f"latency: {runs} prompts of 500 tokens…", style="dim")
+            result["latency"] = run_guard_latency(settings, runs=runs)
+    if part in ("all", "pii"):
+        from genfoundry.guard.pii_bench import run_pii_bench
+
+        err_console.print("pii: ours vs the default Presidio analyzer…", style="dim")
+        result["pii"] = run_pii_bench(folder / "pii" / "presidio_synth_dataset_v2.json", limit=limit)
+    if part in ("all", "injection"):
+        from genfoundry.guard.injection_bench import run_injection_bench
+
+        err_console.print("injection: attacks vs benign text…", style="dim")
+        result["injection"] = run_injection_bench(folder)
+    _report(context.settings, "guard", result, out)

@@ -111,6 +111,8 @@ collections = sa.Table(
     sa.Column("chunk_overlap", sa.Integer, nullable=False),
     sa.Column("access", sa.JSON, nullable=False),  # {"read": [roles], "write": [roles], "keys": [ids]}
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    # What ingestion does with PII found in documents: off, label, redact, tokenize (added by m004).
+    sa.Column("pii", _String(20), nullable=False, server_default="off"),
 )
 
 documents = sa.Table(
@@ -154,6 +156,17 @@ audit_log = sa.Table(
 )
 
 
+vault = sa.Table(
+    "guard_vault", metadata,
+    sa.Column("scope", _String(200), primary_key=True),  # a call id or a document id
+    sa.Column("token", _String(80), primary_key=True),  # "<PERSON_1>", unique within its scope
+    sa.Column("entity", _String(64), nullable=False),
+    sa.Column("fingerprint", _String(64), nullable=False, index=True),  # keyed hash of the value
+    sa.Column("nonce", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),  # AES-GCM, never the value in the clear
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
@@ -163,6 +176,7 @@ class Tables:
     documents: sa.Table = documents
     answer_cache: sa.Table = answer_cache
     audit_log: sa.Table = audit_log
+    vault: sa.Table = vault
 
 
 def _m001_initial(conn: Connection) -> None:
@@ -179,11 +193,18 @@ def _m003_audit_log(conn: Connection) -> None:
     audit_log.create(conn, checkfirst=True)
 
 
+def _m004_guard(conn: Connection) -> None:
+    vault.create(conn, checkfirst=True)
+    if "pii" not in {c["name"] for c in sa.inspect(conn).get_columns("collections")}:
+        conn.execute(sa.text("ALTER TABLE collections ADD COLUMN pii VARCHAR(20) NOT NULL DEFAULT 'off'"))
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_knowledge", _m002_knowledge),
     ("m003_audit_log", _m003_audit_log),
+    ("m004_guard", _m004_guard),
 ]
 
 _migration_log = sa.Table(

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,7 @@ from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.models.routes import router as models_router
 from genfoundry.gateway.quotas import Quotas
 from genfoundry.gateway.runtime import Runtime
+from genfoundry.guard.engine import open_guard
 from genfoundry.models.builtin import register_builtins
 from genfoundry.models.hub import ModelHub
 from genfoundry.observe.calls import CallRecorder
@@ -176,6 +178,9 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         recorder = CallRecorder(store, log_content=settings.log_content)
         runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder,
                           quotas=Quotas(store, default_rpm=settings.default_rpm), metrics=Metrics())
+        runtime.guard = open_guard(settings, store, hub)  # a bad policy or a missing vault key stops here
+        if runtime.guard is not None:
+            await asyncio.to_thread(runtime.guard.warm_up)
         app.state.runtime = runtime
         for name in preload or []:
             await hub.load(name)

@@ -22,7 +22,7 @@ from typing import Any
 from genfoundry.core.errors import (
     ConfigError, GenfoundryError, ModelNotFound, PermissionDenied, ProviderError,
 )
-from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Usage
+from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Message, Usage
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.pricing import call_cost
@@ -30,7 +30,8 @@ from genfoundry.models.protocols import collect_generation
 from genfoundry.models.spec import ModelSpec
 from genfoundry.observe.calls import CallRecord
 
-__all__ = ["CallContext", "GenerationRun", "candidates", "check_model_access", "usage_json"]
+__all__ = ["APP_HEADER", "CallContext", "GenerationRun", "SENSITIVITY_HEADER", "candidates", "check_model_access",
+           "guard_hints", "usage_json"]
 
 log = logging.getLogger(__name__)
 FALLBACK_ERRORS = (ProviderError, ConfigError)
@@ -47,6 +48,20 @@ class CallContext:
     stream: bool
     body: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
+    app: str | None = None  # X-Genfoundry-App or metadata.app: picks the guard policy
+    label: str | None = None  # X-Genfoundry-Sensitivity or metadata.sensitivity
+    collections: dict[str, str] | None = None  # collection -> clearance, for requests built from documents
+
+
+APP_HEADER = "x-genfoundry-app"
+SENSITIVITY_HEADER = "x-genfoundry-sensitivity"
+
+
+def guard_hints(headers, metadata: dict[str, str] | None) -> dict[str, str | None]:
+    """The app and sensitivity label a request names (headers first, then ``metadata``)."""
+    metadata = metadata or {}
+    return {"app": headers.get(APP_HEADER) or metadata.get("app"),
+            "label": headers.get(SENSITIVITY_HEADER) or metadata.get("sensitivity")}
 
 
 def check_model_access(key: ApiKey | None, spec: ModelSpec, requested: str) -> None:
@@ -54,8 +69,8 @@ def check_model_access(key: ApiKey | None, spec: ModelSpec, requested: str) -> N
         raise PermissionDenied(f"key '{key.name}' may not use model '{requested}'", param="model")
 
 
-def candidates(rt: Runtime, name: str, key: ApiKey | None) -> list[ModelSpec]:
-    """The model asked for, then its fallbacks (unknown fallbacks are skipped)."""
+def candidates(rt: Runtime, name: str, key: ApiKey | None, admit=None) -> list[ModelSpec]:
+    """The model asked for, then its fallbacks (unknown fallbacks, and those ``admit`` refuses, are skipped)."""
     first = rt.hub.resolve(name)
     check_model_access(key, first, name)
     found = [first]
@@ -64,6 +79,9 @@ def candidates(rt: Runtime, name: str, key: ApiKey | None) -> list[ModelSpec]:
             spec = rt.hub.resolve(fallback)
         except ModelNotFound:
             log.warning("fallback '%s' of model '%s' is not registered", fallback, first.name)
+            continue
+        if admit is not None and not admit(spec):
+            log.info("fallback '%s' of model '%s' is not cleared for this request", spec.name, first.name)
             continue
         if key is None or key.may_use(spec.name):
             found.append(spec)
@@ -93,15 +111,32 @@ class GenerationRun:
         self._text: list[str] = []
         self._final: GenerationChunk | None = None
         self._recorded = False
+        self.screen = None  # the guard's decisions for this request, when the guard runs
 
-    async def start(self, check=None) -> None:
+    async def start(self, check=None, *, guard: bool = True) -> None:
         """Find a model that starts generating; errors here become HTTP errors.
 
-        ``check(spec)`` vets the requested model first (capabilities); its errors are recorded too.
+        The guard's input rails run first (they may redact the messages, re-route
+        the request to a cleared model, or refuse it); ``check(spec)`` then vets
+        the model (capabilities). Their errors are recorded like any other.
         """
         error: GenfoundryError | None = None
         try:
-            found = candidates(self.rt, self.ctx.requested_model, self.ctx.key)
+            target, admit = self.ctx.requested_model, None
+            if self.screen is None and guard and self.rt.guard is not None:
+                prompt = self.request.messages is None
+                messages = [Message(role="user", content=self.request.prompt or "")] if prompt \
+                    else self.request.messages
+                self.screen = await self.rt.guard.screen_input(
+                    call_id=self.ctx.id, key=self.ctx.key, model=self.ctx.requested_model,
+                    messages=messages, app=self.ctx.app, label=self.ctx.label, collections=self.ctx.collections)
+                if prompt:
+                    self.request.prompt = self.screen.messages[0].content
+                else:
+                    self.request.messages = self.screen.messages
+            if self.screen is not None:
+                target, admit = self.screen.model, self.screen.admits
+            found = candidates(self.rt, target, self.ctx.key, admit)
             if check is not None:
                 check(found[0])
             for spec in found:

@@ -4,6 +4,7 @@ metrics, and a queue and cost clock per model."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
@@ -32,6 +33,7 @@ class Runtime:
     admissions: dict[str, Admission] = field(default_factory=dict)
     clocks: dict[str, SharedClock] = field(default_factory=dict)
     kb: KnowledgeBase | None = None
+    guard: Any = None  # genfoundry.guard.engine.Guard when the guard is on
 
     def knowledge(self) -> KnowledgeBase:
         """The knowledge base, opened on first use (the vector store may be a remote PostgreSQL)."""

@@ -26,13 +26,16 @@ from genfoundry.core.store import Store
 from genfoundry.knowledge.stores.base import check_name
 from genfoundry.models.spec import CLEARANCES
 
-__all__ = ["Access", "Collection", "CollectionRegistry", "DEFAULT_READ_ROLES", "DEFAULT_WRITE_ROLES"]
+__all__ = ["Access", "Collection", "CollectionRegistry", "DEFAULT_READ_ROLES", "DEFAULT_WRITE_ROLES", "PII_MODES"]
 
 DEFAULT_READ_ROLES = ("admin", "developer", "app")
 DEFAULT_WRITE_ROLES = ("admin", "developer")
 ROLES = ("admin", "developer", "app")
 
 Action = Literal["read", "write"]
+
+
+PII_MODES = ("off", "label", "redact", "tokenize")
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Collection:
     clearance: str = "internal"
     description: str = ""
     access: Access = field(default_factory=Access)
+    pii: str = "off"  # what ingestion does with PII: off, label, redact, tokenize (docs/guard.md)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -69,6 +73,8 @@ class Collection:
             raise InvalidRequest(
                 f"clearance {self.clearance!r} is not one of {', '.join(CLEARANCES)}", param="clearance"
             )
+        if self.pii not in PII_MODES:
+            raise InvalidRequest(f"pii {self.pii!r} is not one of {', '.join(PII_MODES)}", param="pii")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise InvalidRequest("chunk overlap must be at least 0 and less than the chunk size", param="chunk_overlap")
 
@@ -101,7 +107,7 @@ class CollectionRegistry:
     def _row(c: Collection) -> dict:
         return {"name": c.name, "description": c.description, "clearance": c.clearance,
                 "embedding_model": c.embedding_model, "dimensions": c.dimensions, "chunk_tokens": c.chunk_tokens,
-                "chunk_overlap": c.chunk_overlap, "access": c.access.to_dict()}
+                "chunk_overlap": c.chunk_overlap, "access": c.access.to_dict(), "pii": c.pii}
 
     def find(self, name: str) -> Collection | None:
         with self.store.begin() as conn:
@@ -131,7 +137,7 @@ class CollectionRegistry:
     @staticmethod
     def _collection(row) -> Collection:
         fields = {k: row[k] for k in ("name", "description", "clearance", "embedding_model", "dimensions",
-                                      "chunk_tokens", "chunk_overlap")}
+                                      "chunk_tokens", "chunk_overlap", "pii")}
         return Collection(**fields, access=Access(**row["access"]))
 
     @staticmethod

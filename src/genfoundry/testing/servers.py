@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
+from genfoundry.guard.keys import generate_key_file
 
 __all__ = ["RunningGateway", "free_port", "start_gateway", "stop_gateway"]
 
@@ -55,6 +56,8 @@ def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> Runnin
     store = Store.open(f"sqlite:///{home / 'genfoundry.db'}")
     secret, _ = create_key(store, name="tests", role="admin")
     store.close()
+    if not (home / "vault.key").exists():  # as `genfoundry up` does: the guard's vault needs a key
+        generate_key_file(home / "vault.key")
     port = free_port()
     env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     log = open(home / "gateway.log", "wb")

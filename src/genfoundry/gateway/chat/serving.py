@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,10 +12,11 @@ from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Generation, GenerationRequest, Message, ToolCall
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
+from genfoundry.guard.engine import OutputScreen
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["chat_completion", "new_call_id", "to_generation_request"]
+__all__ = ["chat_completion", "new_call_id", "output_screen", "to_generation_request"]
 
 
 def to_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
@@ -63,7 +65,8 @@ def _response(ctx: CallContext, model: str, result: Generation) -> dict:
             "usage": usage_json(result.usage)}
 
 
-async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict | bytes]:
+async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
+                  out: OutputScreen | None) -> AsyncIterator[dict | bytes]:
     created = int(time.time())
     model = run.spec.name
     base = {"id": ctx.id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -74,18 +77,41 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> 
     head = ("data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": ""}}]},
                                   separators=(",", ":")).removesuffix('""}}]}')).encode()
     tail = b'},"finish_reason":null,"logprobs":null}]}\n\n'
-    async for chunk in run.chunks():
-        if chunk.text and not chunk.tool_calls:
-            yield head + json.dumps(chunk.text).encode() + tail
-        elif chunk.tool_calls:
-            delta: dict = {"content": chunk.text} if chunk.text else {}
-            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(_tool_calls_json(chunk.tool_calls))]
-            yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
-        if chunk.finish_reason is not None:
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
-                                        "logprobs": None}]}
-            if include_usage and chunk.usage is not None:
-                yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+    chunks = run.chunks()
+    try:
+        async for chunk in chunks:
+            text = chunk.text
+            if out is not None:
+                text = out.feed(text) if text else text
+                if chunk.finish_reason is not None:
+                    text = (text or "") + out.finish()
+                if out.stopped:  # a blocking output rail fired: end the answer here
+                    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter",
+                                                "logprobs": None}]}
+                    break
+            if text and not chunk.tool_calls:
+                yield head + json.dumps(text).encode() + tail
+            elif chunk.tool_calls:
+                delta: dict = {"content": text} if text else {}
+                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(_tool_calls_json(chunk.tool_calls))]
+                yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
+            if chunk.finish_reason is not None:
+                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
+                                            "logprobs": None}]}
+                if include_usage and chunk.usage is not None:
+                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+    finally:
+        await chunks.aclose()
+        if run.screen is not None:
+            await asyncio.shield(run.rt.guard.finish(run.screen, out))
+
+
+def output_screen(run: GenerationRun) -> OutputScreen | None:
+    """The output rails for a started run, or None when nothing needs to look at the output."""
+    if run.screen is None:
+        return None
+    out = run.rt.guard.output(run.screen, run.ctx.key)
+    return None if out.idle else out
 
 
 async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
@@ -97,10 +123,20 @@ async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionReq
     request = to_generation_request(body)
     run = GenerationRun(rt, ctx, request)
     await run.start(check=lambda spec: _check_capabilities(spec, request))
+    out = output_screen(run)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _events(ctx, run, include_usage)
-    return _response(ctx, run.spec.name, await run.collect())
+        return _events(ctx, run, include_usage, out)
+    try:
+        result = await run.collect()
+        if out is not None:
+            result.text = out.feed(result.text) + out.finish() if result.text else result.text
+            if out.stopped:
+                result.text, result.finish_reason = "", "content_filter"
+    finally:
+        if run.screen is not None:
+            await asyncio.shield(rt.guard.finish(run.screen, out))
+    return _response(ctx, run.spec.name, result)
 
 
 def new_call_id() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -9,20 +10,35 @@ from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest
 from genfoundry.gateway.completions.protocol import CompletionRequest
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
+from genfoundry.gateway.chat.serving import output_screen
 from genfoundry.gateway.runtime import Runtime
+from genfoundry.guard.engine import OutputScreen
 
 __all__ = ["completion"]
 
 
 
-async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool) -> AsyncIterator[dict]:
+async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
+                  out: OutputScreen | None) -> AsyncIterator[dict]:
     base = {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name}
-    async for chunk in run.chunks():
-        if chunk.text or chunk.finish_reason is not None:
-            yield {**base, "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
-                                        "finish_reason": chunk.finish_reason}]}
-        if chunk.finish_reason is not None and include_usage and chunk.usage is not None:
-            yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+    chunks = run.chunks()
+    try:
+        async for chunk in chunks:
+            text, finish = chunk.text, chunk.finish_reason
+            if out is not None:
+                text = out.feed(text) + (out.finish() if finish is not None else "")
+                if out.stopped:
+                    text, finish = "", "content_filter"
+            if text or finish is not None:
+                yield {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+            if finish is not None:
+                if include_usage and chunk.usage is not None:
+                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+                break
+    finally:
+        await chunks.aclose()
+        if run.screen is not None:
+            await asyncio.shield(run.rt.guard.finish(run.screen, out))
 
 
 def _check_completion(spec) -> None:
@@ -37,9 +53,18 @@ async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed)
     run = GenerationRun(rt, ctx, request)
     await run.start(check=_check_completion)
+    out = output_screen(run)
     if body.stream:
-        return _events(ctx, run, bool(body.stream_options and body.stream_options.include_usage))
-    result = await run.collect()
+        return _events(ctx, run, bool(body.stream_options and body.stream_options.include_usage), out)
+    try:
+        result = await run.collect()
+        if out is not None:
+            result.text = out.feed(result.text) + out.finish()
+            if out.stopped:
+                result.text, result.finish_reason = "", "content_filter"
+    finally:
+        if run.screen is not None:
+            await asyncio.shield(rt.guard.finish(run.screen, out))
     return {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name,
             "choices": [{"index": 0, "text": result.text, "logprobs": None,
                          "finish_reason": result.finish_reason}],

@@ -30,10 +30,14 @@ def _collection_json(c: Collection, documents: int | None = None) -> dict:
     return data
 
 
-def _call(prefix: str, endpoint: str, key: ApiKey, body: AskBody | SummaryBody) -> CallContext:
-    """The call record the model calls behind an answer or a summary are written under."""
+def _call(prefix: str, endpoint: str, key: ApiKey, body: AskBody | SummaryBody,
+          collections: dict[str, str]) -> CallContext:
+    """The call record the model calls behind an answer or a summary are written under.
+
+    The collection's clearance is the sensitivity the guard gives those calls.
+    """
     return CallContext(id=f"{prefix}-{uuid.uuid4().hex}", endpoint=endpoint, key=key, requested_model=body.model,
-                       stream=False, body=body.model_dump(exclude_none=True))
+                       stream=False, body=body.model_dump(exclude_none=True), collections=collections)
 
 
 @router.get("/v1/collections", summary="Collections this key may read")
@@ -102,8 +106,8 @@ async def search(name: str, body: SearchBody, request: Request, key: ApiKey = De
 @router.post("/v1/collections/{name}/answers", summary="A grounded answer with citations")
 async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
-    kb, _ = collection_for(rt, name, key, "read")
-    ctx = _call("ans", "answers", key, body)
+    kb, collection = collection_for(rt, name, key, "read")
+    ctx = _call("ans", "answers", key, body, {name: collection.clearance})
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
     result = await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
                                    options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter,
@@ -114,8 +118,8 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
 @router.post("/v1/collections/{name}/summaries", summary="Summarise a document or the whole collection")
 async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
-    kb, _ = collection_for(rt, name, key, "read")
-    ctx = _call("sum", "summaries", key, body)
+    kb, collection = collection_for(rt, name, key, "read")
+    ctx = _call("sum", "summaries", key, body, {name: collection.clearance})
     summariser = Summariser(kb=kb, hub=rt.hub, model=body.model, generate=gateway_generate(rt, ctx))
     if body.document_id:
         if kb.document(body.document_id).collection != name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import tempfile
 import time
@@ -15,6 +16,7 @@ from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
 from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
 from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
+from genfoundry.gateway.chat.serving import output_screen
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
@@ -95,27 +97,94 @@ def _question(body: ChatCompletionRequest) -> tuple[str, list[Message]]:
 
 
 async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
-    """Chat completion whose answer is grounded in a collection; adds ``citations`` to the response."""
+    """Chat completion whose answer is grounded in a collection; adds ``citations`` to the response.
+
+    With the guard on: the question goes through the input rails (with the
+    collection's clearance as the request's sensitivity), retrieved passages
+    through the context rail (poisoned ones dropped), and the answer through
+    the groundedness rail.
+    """
     name = body.model.removeprefix(RAG_PREFIX)
     if ctx.key is not None and not ctx.key.may_use(body.model):
         raise PermissionDenied(f"key '{ctx.key.name}' may not use model '{body.model}'", param="model")
-    kb, _ = collection_for(rt, name, ctx.key, "read")
+    kb, collection = collection_for(rt, name, ctx.key, "read")
     question, history = _question(body)
+    run_ctx = dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS, key=_unrestricted(ctx.key),
+                                  collections={name: collection.clearance})
+    screen, screen_passages, model = None, None, DEFAULT_ALIAS
+    if rt.guard is not None:
+        screen = await _screen_question(rt, run_ctx, question, history)
+        question, model = screen.messages[-1].content, screen.model
+
+        async def screen_passages(texts: list[str]) -> list[int]:
+            return await rt.guard.screen_passages(screen, texts)
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings)
-    passages, request = await answerer.prepare(name, question, model=DEFAULT_ALIAS, history=history)
+    passages, request = await answerer.prepare(name, question, model=model, history=history,
+                                               screen=screen_passages)
     if request is None:
+        if screen is not None:
+            await rt.guard.finish(screen)
         return _not_found(ctx, body)
     if body.max_tokens or body.max_completion_tokens:
         request.max_tokens = body.max_completion_tokens or body.max_tokens
-    run = GenerationRun(rt, dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS, key=_unrestricted(ctx.key)),
-                        request)
+    run = GenerationRun(rt, run_ctx, request)
+    run.screen = screen
     await run.start()
+    out = output_screen(run)
     if body.stream:
-        return _stream(ctx, body, run, passages)
-    result = await run.collect()
-    text, citations = cite(result.text, passages)
-    return _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=result.finish_reason,
-                                                   usage=result.usage), citations)
+        return _stream(ctx, body, run, passages, out)
+    report = None
+    try:
+        result = await run.collect()
+        text = result.text
+        if out is not None:
+            text = out.feed(text) + out.finish()
+        text, report = _grounded(screen, text, passages)
+    finally:
+        if screen is not None:
+            await asyncio.shield(rt.guard.finish(screen, out, _groundedness_decisions(screen, report)))
+    text, citations = cite(text, passages)
+    response = _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=result.finish_reason,
+                                                       usage=result.usage), citations)
+    if report is not None:
+        response["groundedness"] = report
+    return response
+
+
+async def _screen_question(rt: Runtime, ctx: CallContext, question: str, history: list[Message]):
+    messages = [*history, Message(role="user", content=question)]
+    return await rt.guard.screen_input(call_id=ctx.id, key=ctx.key, model=DEFAULT_ALIAS, messages=messages,
+                                       app=ctx.app, label=ctx.label, collections=ctx.collections)
+
+
+def _grounded(screen, text: str, passages: list[Passage]) -> tuple[str, dict | None]:
+    """The answer after the groundedness rail, and its report (None when the rail is off)."""
+    if screen is None or screen.policy.output.groundedness.mode == "off" or not text.strip():
+        return text, None
+    from genfoundry.guard.groundedness import check_groundedness
+
+    config = screen.policy.output.groundedness
+    report = check_groundedness(text, [p.chunk.text for p in passages], threshold=config.threshold)
+    dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+    if config.mode == "redact" and not dry:
+        text = report.filtered_answer()
+    return text, report.to_dict()
+
+
+def _groundedness_decisions(screen, report: dict | None) -> list:
+    if screen is None or report is None:
+        return []
+    from genfoundry.guard.engine import Decision
+
+    config = screen.policy.output.groundedness
+    unsupported = [s for s in report["sentences"] if not s["supported"]]
+    if not unsupported:
+        return []
+    dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+    return [Decision("output", "groundedness", config.mode, dry_run=dry,
+                     findings=[{"kind": "unsupported", "score": round(s["score"], 3), "sentence": s["index"],
+                                "evidence_passage": s.get("passage")} for s in unsupported][:20],
+                     note=f"{report['supported_share']:.2f} of sentences supported")]
 
 
 def _completion(ctx: CallContext, model: str, result: Generation, citations) -> dict:
@@ -141,21 +210,39 @@ def _not_found(ctx: CallContext, body: ChatCompletionRequest):
 
 
 async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: GenerationRun,
-                  passages: list[Passage]) -> AsyncIterator[dict]:
+                  passages: list[Passage], out) -> AsyncIterator[dict]:
     base = {"id": ctx.id, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                                 "logprobs": None}]}
     parts: list[str] = []
-    async for chunk in run.chunks():
-        if chunk.text:
-            parts.append(chunk.text)
-            yield {**base, "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None,
-                                        "logprobs": None}]}
-        if chunk.finish_reason is not None:
-            _, citations = cite("".join(parts), passages)
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
-                                        "logprobs": None}],
-                   "citations": [dataclasses.asdict(c) for c in citations]}
-            if include_usage and chunk.usage is not None:
-                yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+    report = None
+    chunks = run.chunks()
+    try:
+        async for chunk in chunks:
+            text, finish = chunk.text, chunk.finish_reason
+            if out is not None:
+                text = (out.feed(text) if text else "") + (out.finish() if finish is not None else "")
+                if out.stopped:
+                    text, finish = "", "content_filter"
+            if text:
+                parts.append(text)
+                yield {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None,
+                                            "logprobs": None}]}
+            if finish is not None:
+                answer = "".join(parts)
+                _, citations = cite(answer, passages)
+                # Sent text cannot be taken back: in a stream the groundedness rail reports, it does not remove.
+                _, report = _grounded(run.screen, answer, passages)
+                final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}],
+                         "citations": [dataclasses.asdict(c) for c in citations]}
+                if report is not None:
+                    final["groundedness"] = report
+                yield final
+                if include_usage and chunk.usage is not None:
+                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
+                break
+    finally:
+        await chunks.aclose()
+        if run.screen is not None:
+            await asyncio.shield(run.rt.guard.finish(run.screen, out, _groundedness_decisions(run.screen, report)))

@@ -1,0 +1,1 @@
+"""Guardrails: PII vault, injection and jailbreak detection, policies, routing, groundedness."""

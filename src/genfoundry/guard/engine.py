@@ -1,0 +1,433 @@
+"""The guard on the request path: input rails, routing by sensitivity, context and output rails.
+
+For one request the gateway calls, in order::
+
+    screen = await guard.screen_input(call_id=..., key=key, app=app, label=label,
+                                      model="gpt-4o", messages=messages, collections=[...])
+    kept = await guard.screen_passages(screen, passages)        # grounded answers only
+    out = guard.output(screen, key)                             # restores vault tokens, checks output
+    text = out.feed(chunk_text) ... + out.finish()
+    await guard.finish(screen, out)                             # the audit entry with every decision
+
+``screen_input`` raises :class:`GuardBlocked` (HTTP 400, naming the rule) or
+:class:`SensitivityRefused` (403); otherwise ``screen.messages`` are what the
+model may see and ``screen.model`` the model cleared to see them.
+
+The sensitivity of a request is the highest of: an explicit label, the
+clearance of the collections it retrieved from, and PII left in it. A request
+above the model's clearance is re-routed or refused per policy; every decision
+goes into the hash-chained audit log with its evidence, which is what
+``genfoundry audit prove`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+
+from genfoundry.core import audit
+from genfoundry.core.errors import ConfigError, GenfoundryError, PermissionDenied
+from genfoundry.core.types import Message
+from genfoundry.guard.policy import Policy, PolicySet
+from genfoundry.guard.rails import Rails
+from genfoundry.guard.types import SENSITIVITY_LEVELS, Finding
+
+__all__ = [
+    "Decision",
+    "Guard",
+    "GuardBlocked",
+    "OutputScreen",
+    "Screen",
+    "SensitivityRefused",
+    "hub_embedder",
+    "level_index",
+    "open_guard",
+]
+
+log = logging.getLogger(__name__)
+AUDIT_REQUEST = "guard.request"
+AUDIT_OUTPUT = "guard.output"
+_TOKEN = re.compile(r"<[A-Z_]+_\d+>")
+_HOLD = 40  # characters held back in a stream while a vault token may be arriving
+
+
+class GuardBlocked(GenfoundryError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, rule: str):
+        super().__init__(message, code="guard_blocked", param=rule)
+        self.rule = rule
+
+
+class SensitivityRefused(PermissionDenied):
+    def __init__(self, message: str):
+        super().__init__(message, code="sensitivity_exceeds_clearance", param="model")
+
+
+def level_index(level: str) -> int:
+    return SENSITIVITY_LEVELS.index(level)
+
+
+def _max_level(levels) -> str:
+    return max(levels, key=level_index, default="public")
+
+
+@dataclass
+class Decision:
+    stage: str  # input, context, output, route
+    rail: str
+    action: str  # block, redact, flag, reroute, refuse, skip
+    dry_run: bool = False
+    findings: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        data = {"stage": self.stage, "rail": self.rail, "action": self.action}
+        if self.dry_run:
+            data["dry_run"] = True
+        if self.findings:
+            data["findings"] = self.findings
+        if self.note:
+            data["note"] = self.note
+        return data
+
+
+def _finding_json(f: Finding, where: int | None = None) -> dict:
+    data = {"kind": f.kind, "score": round(float(f.score), 3)}
+    if where is not None:
+        data["message"] = where
+    if f.detail:
+        data.update({k: v for k, v in f.detail.items() if isinstance(v, (str, int, float, bool))})
+    return data
+
+
+@dataclass
+class Screen:
+    """What the input rails decided for one request."""
+
+    call_id: str
+    policy_name: str
+    policy: Policy
+    requested_model: str
+    model: str
+    clearance: str
+    messages: list[Message]
+    sensitivity: str = "public"
+    evidence: list[str] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    restore: dict[str, str] = field(default_factory=dict)  # vault token -> value, this request only
+    key_id: str | None = None
+    pii_found: list[tuple[int, Finding]] = field(default_factory=list)
+    pii_redacted: bool = False
+    recorded: asyncio.Task | None = None
+
+    def admits(self, spec) -> bool:
+        """Whether a fallback model is cleared for this request."""
+        return level_index(spec.clearance) >= level_index(self.sensitivity)
+
+
+class Guard:
+    """Runs a policy set's rails on requests (see the module docstring).
+
+    Example::
+
+        guard = Guard(policies=default_policies(), store=store, hub=hub, vault=vault)
+        screen = await guard.screen_input(call_id="c1", key=None, model="default",
+                                          messages=[Message(role="user", content="hi")])
+    """
+
+    def __init__(self, *, policies: PolicySet, store, hub, vault=None, embed=None, source: str = "built-in",
+                 rails: Rails | None = None):
+        self.policies = policies
+        self.source = source
+        self.store = store
+        self.hub = hub
+        self.vault = vault
+        self.rails = rails or Rails(embed=embed)
+        if vault is None and _needs_vault(policies):
+            raise ConfigError("the guard policy tokenizes PII into the vault, but no vault key is set; "
+                              "run `genfoundry guard keygen` or set GENFOUNDRY_VAULT_KEY "
+                              "(refusing to store PII in the clear)")
+
+    def warm_up(self) -> None:
+        """Build the rails before the first request. PII's spaCy model (about 2 s and 100 MB) is
+        loaded only when some registered model is not cleared for restricted data."""
+        pii = any(spec.clearance != "restricted" for spec in self.hub.list() if spec.can("chat") or spec.can("completion"))
+        self.rails.warm_up(self.policies, pii=pii)
+
+    # -- input ---------------------------------------------------------------------------------
+    async def screen_input(self, *, call_id: str, key, model: str, messages: list[Message],
+                           app: str | None = None, label: str | None = None,
+                           collections: dict[str, str] | None = None, record: bool = True) -> Screen:
+        name, policy = self.policies.select(key=key, app=app)
+        spec = self.hub.resolve(model)
+        screen = Screen(call_id=call_id, policy_name=name, policy=policy, requested_model=model,
+                        model=spec.name, clearance=spec.clearance, messages=list(messages),
+                        key_id=key.id if key else None)
+        levels = []
+        if label:
+            if label not in SENSITIVITY_LEVELS:
+                raise GuardBlocked(f"unknown sensitivity label '{label}'; use one of "
+                                   f"{', '.join(SENSITIVITY_LEVELS)}", rule="label")
+            levels.append(label)
+            screen.evidence.append(f"label: {label}")
+        for collection, clearance in (collections or {}).items():
+            levels.append(clearance)
+            screen.evidence.append(f"collection {collection}: {clearance}")
+        try:
+            await asyncio.to_thread(self._input_rails, screen)
+            levels.extend(self._pii_levels(screen))
+            screen.sensitivity = _max_level(levels)
+            self._route(screen)
+        except (GuardBlocked, SensitivityRefused) as exc:
+            screen.decisions.append(Decision("input", getattr(exc, "rule", "routing"), "block", note=str(exc)))
+            if record:
+                await asyncio.to_thread(self._record, screen, outcome="blocked")
+            raise
+        if record:  # the audit write runs beside the model's start; finish() waits for it
+            screen.recorded = asyncio.ensure_future(asyncio.to_thread(self._record, screen, outcome="sent"))
+        return screen
+
+    def _input_rails(self, screen: Screen) -> None:
+        policy = screen.policy
+        user = [(i, m.content) for i, m in enumerate(screen.messages)
+                if m.role in ("user", "tool") and m.content]
+        for rail_name in ("injection", "toxicity", "topics"):
+            config = getattr(policy.input, rail_name)
+            if config.mode == "off":
+                continue
+            rail = self.rails.get(rail_name, config)
+            found = [(i, f) for i, text in user for f in rail.check(text)]
+            self._apply(screen, "input", rail_name, config, found)
+        self._pii(screen)
+
+    def _apply(self, screen: Screen, stage: str, rail_name: str, config, found) -> bool:
+        """Record a rail's findings; raise for block; return whether the mode asks to redact."""
+        if not found:
+            return False
+        dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+        action = config.mode
+        screen.decisions.append(Decision(stage, rail_name, action, dry_run=dry,
+                                         findings=[_finding_json(f, i) for i, f in found][:20]))
+        if action == "block" and not dry:
+            kinds = ", ".join(sorted({f.kind for _, f in found}))
+            raise GuardBlocked(f"blocked by guard rule '{stage}.{rail_name}' of policy '{screen.policy_name}' "
+                               f"({kinds})", rule=f"{stage}.{rail_name}")
+        return action == "redact" and not dry
+
+    def _pii(self, screen: Screen) -> None:
+        config = screen.policy.input.pii
+        if config.mode == "off":
+            return
+        detector = self.rails.pii(config)
+        wanted = detector.entities
+        if config.apply == "uncleared":
+            wanted = {e for e in wanted if level_index(config.level_of(e)) > level_index(screen.clearance)}
+        if not wanted:
+            screen.decisions.append(Decision("input", "pii", "skip",
+                                             note=f"model '{screen.model}' is cleared for {screen.clearance}"))
+            return
+        found = [(i, f) for i, m in enumerate(screen.messages) if m.content
+                 for f in detector.check(m.content) if f.kind in wanted]
+        screen.pii_found = found
+        if not self._apply(screen, "input", "pii", config, found):
+            return
+        from genfoundry.guard.pii import redact
+
+        for i in sorted({i for i, _ in found}):
+            message = screen.messages[i]
+            mine = [f for j, f in found if j == i]
+            actions = {f.kind: config.action_of(f.kind) for f in mine}
+            result = redact(message.content, mine, actions=actions, vault=self.vault, scope=screen.call_id)
+            screen.restore.update(getattr(result, "restore", {}) or {})
+            screen.messages[i] = Message(role=message.role, content=result.text, name=message.name,
+                                         tool_call_id=message.tool_call_id, tool_calls=message.tool_calls)
+        screen.pii_redacted = True
+
+    def _pii_levels(self, screen: Screen) -> list[str]:
+        """PII still in the request (found but not taken out) raises its sensitivity."""
+        found = screen.pii_found
+        if not found or screen.pii_redacted:
+            return []
+        config = screen.policy.input.pii
+        kinds = sorted({f.kind for _, f in found})
+        screen.evidence.append("pii: " + ", ".join(f"{k} ({config.level_of(k)})" for k in kinds))
+        return [config.level_of(k) for k in kinds]
+
+    def _route(self, screen: Screen) -> None:
+        if level_index(screen.sensitivity) <= level_index(screen.clearance):
+            return
+        routing, dry = screen.policy.routing, screen.policy.dry_run
+        target = None
+        if routing.on_exceed == "reroute":
+            name = routing.reroute_to or "default"
+            try:
+                spec = self.hub.resolve(name)
+                if level_index(spec.clearance) >= level_index(screen.sensitivity):
+                    target = spec
+            except GenfoundryError:
+                log.warning("guard: reroute_to model '%s' is not registered", name)
+        why = (f"request is {screen.sensitivity} ({'; '.join(screen.evidence)}), model '{screen.model}' "
+               f"is cleared for {screen.clearance}")
+        if target is None:
+            screen.decisions.append(Decision("route", "routing", "refuse", dry_run=dry, note=why))
+            if not dry:
+                raise SensitivityRefused(f"{why}; no cleared model to re-route to (policy "
+                                         f"'{screen.policy_name}')")
+            return
+        screen.decisions.append(Decision("route", "routing", "reroute", dry_run=dry,
+                                         note=f"{why}; re-routed to '{target.name}' ({target.clearance})"))
+        if not dry:
+            screen.model, screen.clearance = target.name, target.clearance
+
+    # -- context -------------------------------------------------------------------------------
+    async def screen_passages(self, screen: Screen, passages: list[str]) -> list[int]:
+        """Indexes of the passages the model may see (poisoned ones dropped in redact mode)."""
+        config = screen.policy.context.injection
+        if config.mode == "off" or not passages:
+            return list(range(len(passages)))
+        rail = self.rails.get("injection", config)
+        found = await asyncio.to_thread(lambda: [(i, f) for i, p in enumerate(passages) for f in rail.check(p)])
+        drop = self._apply(screen, "context", "injection", config, found)
+        bad = {i for i, _ in found} if drop else set()
+        return [i for i in range(len(passages)) if i not in bad]
+
+    # -- output --------------------------------------------------------------------------------
+    def output(self, screen: Screen, key) -> OutputScreen:
+        restore = screen.restore if (key is None or key.role in screen.policy.restore_for) else {}
+        config = screen.policy.output.toxicity
+        rail = self.rails.get("toxicity", config) if config.mode != "off" else None
+        dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+        return OutputScreen(restore=restore, toxicity=rail, block=config.mode == "block" and not dry)
+
+    async def finish(self, screen: Screen, out: OutputScreen | None = None,
+                     extra: list[Decision] | None = None) -> None:
+        """Wait for the request's audit entry; add one for what the output rails found."""
+        if screen.recorded is not None:
+            await screen.recorded
+        decisions = list(extra or [])
+        if out is not None and out.findings:
+            config = screen.policy.output.toxicity
+            dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+            decisions.append(Decision("output", "toxicity", config.mode, dry_run=dry,
+                                      findings=[_finding_json(f) for f in out.findings][:20]))
+        if decisions:
+            await asyncio.to_thread(audit.record, self.store, action=AUDIT_OUTPUT, actor=_actor(screen),
+                                    target=screen.call_id,
+                                    details={"policy": screen.policy_name, "model": screen.model,
+                                             "decisions": [d.to_dict() for d in decisions]})
+
+    def _record(self, screen: Screen, *, outcome: str) -> None:
+        audit.record(self.store, action=AUDIT_REQUEST, actor=_actor(screen), target=screen.call_id, details={
+            "policy": screen.policy_name, "outcome": outcome, "requested_model": screen.requested_model,
+            "model": screen.model, "clearance": screen.clearance, "sensitivity": screen.sensitivity,
+            "evidence": screen.evidence, "decisions": [d.to_dict() for d in screen.decisions]})
+
+
+def _actor(screen: Screen) -> str:
+    return f"key:{screen.key_id}" if screen.key_id else "local"
+
+
+def _needs_vault(policies: PolicySet) -> bool:
+    for policy in policies.policies.values():
+        pii = policy.input.pii
+        if pii.mode == "redact" and not (policy.dry_run or pii.dry_run):
+            if "tokenize" in {pii.default_action, *pii.entities.values()}:
+                return True
+    return False
+
+
+class OutputScreen:
+    """Model output on its way to the caller: vault tokens restored, toxicity checked.
+
+    ``feed`` returns the text that may go out now; a token split across chunks
+    is held back until it is complete. ``stopped`` turns true when a blocking
+    output rail fired (the caller ends the response with finish_reason
+    ``content_filter``).
+    """
+
+    def __init__(self, *, restore: dict[str, str], toxicity=None, block: bool = False):
+        self.restore = restore
+        self.toxicity = toxicity
+        self.block = block
+        self.findings: list[Finding] = []
+        self.stopped = False
+        self._held = ""
+        self._window = ""
+
+    @property
+    def idle(self) -> bool:
+        return not self.restore and self.toxicity is None
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        if self.restore:
+            text = self._held + text
+            cut = text.rfind("<")
+            if cut != -1 and ">" not in text[cut:] and len(text) - cut < _HOLD:
+                text, self._held = text[:cut], text[cut:]
+            else:
+                self._held = ""
+            text = _TOKEN.sub(lambda m: self.restore.get(m.group(0), m.group(0)), text)
+        return self._check(text)
+
+    def finish(self) -> str:
+        text, self._held = self._held, ""
+        if self.restore and text:
+            text = _TOKEN.sub(lambda m: self.restore.get(m.group(0), m.group(0)), text)
+        return self._check(text, final=True)
+
+    def _check(self, text: str, final: bool = False) -> str:
+        if self.toxicity is None or not text and not final:
+            return text
+        self._window += text
+        # Check at sentence ends (and at the end) on the recent text: cheap, and a phrase split
+        # across chunks is still seen whole.
+        if final or any(c in text for c in ".!?\n"):
+            found = self.toxicity.check(self._window[-600:])
+            self._window = self._window[-200:]
+            new = [f for f in found if (f.kind, f.detail.get("term")) not in
+                   {(g.kind, g.detail.get("term")) for g in self.findings}]
+            self.findings.extend(new)
+            if new and self.block:
+                self.stopped = True
+                return ""
+        return text
+
+
+def hub_embedder(hub, loop: asyncio.AbstractEventLoop, model: str = "default-embedding"):
+    """A synchronous embed function for rails (they run in worker threads) over a hub embedding model."""
+    import numpy as np
+
+    async def embed_async(texts: list[str]):
+        embedder = await hub.load_embedding(model)
+        return (await embedder.embed(texts)).vectors
+
+    def embed(texts: list[str]) -> np.ndarray:
+        rows = np.asarray(asyncio.run_coroutine_threadsafe(embed_async(texts), loop).result(), dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows / np.maximum(norms, 1e-12)
+    return embed
+
+
+def open_guard(settings, store, hub, *, loop: asyncio.AbstractEventLoop | None = None) -> Guard | None:
+    """The guard the settings ask for (None when ``guard`` is off).
+
+    Raises ConfigError for a malformed policy, or when the policy tokenizes PII
+    and no vault key is set: the gateway refuses to start rather than store PII
+    in the clear.
+    """
+    if not settings.guard:
+        return None
+    from genfoundry.guard.keys import open_vault
+    from genfoundry.guard.policy import load_policies
+
+    policies, source = load_policies(settings)
+    vault = open_vault(settings, store, required=False)
+    uses_topics = any(p.input.topics.mode != "off" for p in policies.policies.values())
+    embed = hub_embedder(hub, loop or asyncio.get_running_loop()) if uses_topics else None
+    return Guard(policies=policies, store=store, hub=hub, vault=vault, embed=embed, source=source)

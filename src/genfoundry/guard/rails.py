@@ -1,0 +1,79 @@
+"""Rail instances for the policy engine: built once per configuration and shared.
+
+Loading a rail can be slow (spaCy, the injection classifier), so each distinct
+configuration is built once per process, under a lock, and reused by every
+request; ``warm_up`` builds those a policy set needs before the first request.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from genfoundry.guard.types import Embed, Rail
+
+__all__ = ["Rails"]
+
+
+class Rails:
+    def __init__(self, *, embed: Embed | None = None, fixed: dict[str, Rail] | None = None):
+        self.embed = embed
+        self.fixed = fixed or {}  # rail name -> instance used whatever the configuration (tests)
+        self._built: dict[tuple, Rail] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, config) -> Rail:
+        if name in self.fixed:
+            return self.fixed[name]
+        key = (name, *_params(name, config))
+        rail = self._built.get(key)
+        if rail is None:
+            with self._lock:
+                rail = self._built.get(key)
+                if rail is None:
+                    rail = self._build(name, config)
+                    rail.warm_up()
+                    self._built[key] = rail
+        return rail
+
+    def pii(self, config):
+        return self.get("pii", config)
+
+    def _build(self, name: str, config) -> Rail:
+        if name == "injection":
+            from genfoundry.guard.injection import InjectionDetector
+
+            return InjectionDetector(threshold=config.threshold)
+        if name == "toxicity":
+            from genfoundry.guard.toxicity import ToxicityDetector
+
+            return ToxicityDetector(threshold=config.threshold)
+        if name == "topics":
+            from genfoundry.guard.topics import TopicDenyList
+
+            if self.embed is None:
+                raise RuntimeError("the topics rail needs an embedding model")
+            return TopicDenyList(topics=config.deny, embed=self.embed, threshold=config.threshold)
+        if name == "pii":
+            from genfoundry.guard.pii import PiiDetector
+
+            return PiiDetector(entities=sorted(config.find) if config.find else None, ner=config.ner)
+        raise KeyError(f"no rail named '{name}'")
+
+    def warm_up(self, policies, *, pii: bool = True) -> None:
+        for policy in policies.policies.values():
+            for name in ("injection", "toxicity", "topics", "pii"):
+                config = getattr(policy.input, name)
+                if config.mode != "off" and (pii or name != "pii"):
+                    self.get(name, config)
+            if policy.context.injection.mode != "off":
+                self.get("injection", policy.context.injection)
+            if policy.output.toxicity.mode != "off":
+                self.get("toxicity", policy.output.toxicity)
+
+
+def _params(name: str, config) -> tuple:
+    if name == "pii":
+        return (tuple(sorted(config.find or ())), config.ner)
+    if name == "topics":
+        return (repr(sorted(config.deny.items())), config.threshold)
+    return (getattr(config, "threshold", None),)

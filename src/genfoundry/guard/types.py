@@ -1,0 +1,51 @@
+"""What the rails find and decide, shared by every rail and the policy engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["SENSITIVITY_LEVELS", "Embed", "Finding", "Rail"]
+
+# Rails that need sentence vectors take a function from texts to L2-normalised float32 rows.
+Embed = Callable[[list[str]], np.ndarray]
+
+# The same order as model and collection clearances: a higher index is more sensitive.
+SENSITIVITY_LEVELS = ("public", "internal", "confidential", "restricted")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a rail found in a text.
+
+    ``kind`` is the entity type for PII ("PERSON"), the pattern or category for
+    the others. ``start``/``end`` are character offsets into the text checked,
+    when the finding has a place. ``detail`` holds evidence that may be logged:
+    never the sensitive value itself.
+    """
+
+    rail: str
+    kind: str
+    score: float
+    start: int | None = None
+    end: int | None = None
+    detail: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Rail(Protocol):
+    """A check on one text. Cheap to construct; heavy loading happens in ``warm_up``.
+
+    ``check`` is synchronous and thread-safe: the policy engine runs it in a
+    worker thread. It returns findings, never raises on odd input (empty text,
+    binary junk, very long text), and leaves deciding what to do to the policy.
+    """
+
+    name: str
+
+    def warm_up(self) -> None: ...
+
+    def check(self, text: str) -> list[Finding]: ...
