@@ -81,7 +81,9 @@ def create(ctx: typer.Context, name: str = typer.Argument(..., help="Collection 
            write: list[str] = typer.Option(None, "--write", help="Role that may write (default admin, developer)."),
            key: list[str] = typer.Option(None, "--key", help="Only these API key ids (and admins) may use it."),
            chunk_tokens: int = typer.Option(None, help="Chunk size in tokens (default: the chunk_tokens setting)."),
-           chunk_overlap: int = typer.Option(None, help="Overlap in tokens (default: the chunk_overlap setting).")):
+           chunk_overlap: int = typer.Option(None, help="Overlap in tokens (default: the chunk_overlap setting)."),
+           pii: str = typer.Option("off", help="PII in its documents: off, label (tag chunks), redact, or tokenize "
+                                               "(into the vault).")):
     """Create an empty collection (ingest creates one too)."""
     context = get_context(ctx)
     access = Access(**{k: v for k, v in {"read": read, "write": write, "keys": key}.items() if v})
@@ -90,10 +92,11 @@ def create(ctx: typer.Context, name: str = typer.Argument(..., help="Collection 
         async with open_kb(context) as kb:
             return await kb.create_collection(name, clearance=clearance, description=description,
                                               embedding_model=embedding_model, access=access,
-                                              chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+                                              chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, pii=pii)
 
     collection = asyncio.run(work())
-    console.print(f"created collection {collection.name} ({collection.clearance}, {collection.dimensions}-d)")
+    console.print(f"created collection {collection.name} ({collection.clearance}, {collection.dimensions}-d"
+                  f"{', pii ' + collection.pii if collection.pii != 'off' else ''})")
 
 
 @app.command("access")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from genfoundry.cli.common import Context, console, get_context, handle_errors
 from genfoundry.core.errors import InvalidRequest
+from genfoundry.guard.documents import CollectionPii
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import RetrievalOptions
 
@@ -24,7 +25,8 @@ __all__ = ["ask", "forget", "ingest", "open_kb", "search", "summarise"]
 async def open_kb(context: Context):
     """A knowledge base on the context's store and hub; models are closed at the end."""
     hub = context.hub()
-    kb = KnowledgeBase(settings=context.settings, store=context.store, hub=hub)
+    kb = KnowledgeBase(settings=context.settings, store=context.store, hub=hub,
+                       pii=CollectionPii(context.settings, context.store))
     try:
         yield kb
     finally:
@@ -55,6 +57,7 @@ def ingest(ctx: typer.Context,
            create: bool = typer.Option(True, help="Create the collection when it does not exist."),
            clearance: str = typer.Option("internal", help="Clearance of a new collection: public, internal, "
                                                           "confidential or restricted."),
+           pii: str = typer.Option("off", help="PII in a new collection's documents: off, label, redact or tokenize."),
            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Ingest files into a collection: unchanged files are skipped, changed ones replaced."""
     context = get_context(ctx)
@@ -70,7 +73,7 @@ def ingest(ctx: typer.Context,
                     progress.update(task, completed=event.done, total=event.total,
                                     description=escape(Path(event.source).name))
                 return await kb.ingest(collection, paths, tags=tag or [], create=create, clearance=clearance,
-                                       on_progress=on_progress)
+                                       pii=pii, on_progress=on_progress)
 
     report = _run(work())
     if as_json:

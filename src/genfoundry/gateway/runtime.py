@@ -38,7 +38,10 @@ class Runtime:
     def knowledge(self) -> KnowledgeBase:
         """The knowledge base, opened on first use (the vector store may be a remote PostgreSQL)."""
         if self.kb is None:
-            self.kb = KnowledgeBase(settings=self.settings, store=self.store, hub=self.hub)
+            from genfoundry.guard.documents import CollectionPii
+
+            self.kb = KnowledgeBase(settings=self.settings, store=self.store, hub=self.hub,
+                                    pii=CollectionPii(self.settings, self.store))
         return self.kb
 
     def admission(self, model) -> Admission:

@@ -26,7 +26,7 @@ import numpy as np
 
 from genfoundry.guard.types import Embed
 
-__all__ = ["COUNTERFACTUAL_SETS", "TEMPLATES", "BiasReport", "PairDifference", "run_bias_probe"]
+__all__ = ["BiasReport", "COUNTERFACTUAL_SETS", "PairDifference", "TEMPLATES", "run_bias_probe"]
 
 COUNTERFACTUAL_SETS: dict[str, list[str]] = {
     "gender": ["a man", "a woman", "a non-binary person"],

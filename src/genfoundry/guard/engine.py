@@ -123,6 +123,7 @@ class Screen:
     pii_found: list[tuple[int, Finding]] = field(default_factory=list)
     pii_redacted: bool = False
     recorded: asyncio.Task | None = None
+    recorded_decisions: int = 0  # how many of ``decisions`` the request's audit entry holds
 
     def admits(self, spec) -> bool:
         """Whether a fallback model is cleared for this request."""
@@ -188,6 +189,7 @@ class Guard:
                 await asyncio.to_thread(self._record, screen, outcome="blocked")
             raise
         if record:  # the audit write runs beside the model's start; finish() waits for it
+            screen.recorded_decisions = len(screen.decisions)
             screen.recorded = asyncio.ensure_future(asyncio.to_thread(self._record, screen, outcome="sent"))
         return screen
 
@@ -308,7 +310,8 @@ class Guard:
         """Wait for the request's audit entry; add one for what the output rails found."""
         if screen.recorded is not None:
             await screen.recorded
-        decisions = list(extra or [])
+        # Decisions made after the request's entry was written (the context rail) go in this one.
+        decisions = screen.decisions[screen.recorded_decisions:] + list(extra or [])
         if out is not None and out.findings:
             config = screen.policy.output.toxicity
             dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run

@@ -31,7 +31,7 @@ import numpy as np
 
 from genfoundry.guard.types import Finding
 
-__all__ = ["ARTIFACT", "PATTERNS", "InjectionDetector", "featurize", "windows"]
+__all__ = ["ARTIFACT", "InjectionDetector", "PATTERNS", "featurize", "windows"]
 
 ARTIFACT = "injection-v1"
 N_FEATURES = 2**18

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from genfoundry.core.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_PII_LEVELS",
     "Assign",
     "ContextRails",
+    "DEFAULT_PII_LEVELS",
     "GroundednessRail",
     "InjectionRail",
     "InputRails",

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["SENSITIVITY_LEVELS", "Embed", "Finding", "Rail"]
+__all__ = ["Embed", "Finding", "Rail", "SENSITIVITY_LEVELS"]
 
 # Rails that need sentence vectors take a function from texts to L2-normalised float32 rows.
 Embed = Callable[[list[str]], np.ndarray]

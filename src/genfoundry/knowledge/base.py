@@ -30,13 +30,16 @@ from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
 from genfoundry.knowledge.collections import Access, Collection, CollectionRegistry
-from genfoundry.knowledge.ingest import IngestEvent, Ingestor, IngestReport, repair
+from genfoundry.knowledge.ingest import IngestEvent, Ingestor, IngestReport, PiiScreen, repair
 from genfoundry.knowledge.retrieval import Passage, Reranker, RetrievalOptions, Retriever
 from genfoundry.knowledge.stores.base import VectorStore
 from genfoundry.models.hub import DEFAULT_EMBEDDING_ALIAS, ModelHub
 from genfoundry.models.protocols import EmbeddingModel
 
 __all__ = ["DocumentInfo", "ForgetReport", "KnowledgeBase", "open_vector_store"]
+
+DEFAULT_COLLECTION_PII = "off"
+VAULT_TOKEN = re.compile(r"<[A-Z][A-Z_]*_\d+>")
 
 
 def open_vector_store(settings: Settings) -> VectorStore:
@@ -82,10 +85,11 @@ class KnowledgeBase:
     """See the module docstring. Cheap to build; models and stores open on first use."""
 
     def __init__(self, *, settings: Settings, store: Store, hub: ModelHub, vectors: VectorStore | None = None,
-                 reranker: Reranker | None = None):
+                 reranker: Reranker | None = None, pii: PiiScreen | None = None):
         self.settings = settings
         self.store = store
         self.hub = hub
+        self.pii = pii  # finds PII in documents for collections that ask (the guard's CollectionPii)
         self.registry = CollectionRegistry(store)
         self.vectors = vectors or open_vector_store(settings)
         self._reranker = reranker
@@ -103,7 +107,8 @@ class KnowledgeBase:
 
     async def create_collection(self, name: str, *, clearance: str = "internal", description: str = "",
                                 embedding_model: str = DEFAULT_EMBEDDING_ALIAS, access: Access | None = None,
-                                chunk_tokens: int | None = None, chunk_overlap: int | None = None) -> Collection:
+                                chunk_tokens: int | None = None, chunk_overlap: int | None = None,
+                                pii: str = DEFAULT_COLLECTION_PII) -> Collection:
         spec = self.hub.resolve(embedding_model)
         if not spec.can("embedding"):
             raise InvalidRequest(f"model {spec.name!r} does not make embeddings", param="embedding_model")
@@ -113,11 +118,13 @@ class KnowledgeBase:
             name=name, clearance=clearance, description=description, embedding_model=spec.name,
             dimensions=dimensions, chunk_tokens=chunk_tokens or self.settings.chunk_tokens,
             chunk_overlap=self.settings.chunk_overlap if chunk_overlap is None else chunk_overlap,
-            access=access or Access())
+            access=access or Access(), pii=pii)
+        if pii != "off":
+            self._pii_screen(collection)  # no detector or no vault key: refuse before anything is stored
         self._check_chunking(collection, embedder)
         self.registry.create(collection)
         record(self.store, action="collection.create", target=name,
-               details={"clearance": clearance, "access": collection.access.to_dict()})
+               details={"clearance": clearance, "access": collection.access.to_dict(), "pii": pii})
         await asyncio.to_thread(self.vectors.create_collection, name, dimensions=dimensions)
         return collection
 
@@ -173,16 +180,21 @@ class KnowledgeBase:
 
     async def ingest(self, collection: str, paths: Sequence[Path] = (), *, files: Sequence[tuple[Path, str]] = (),
                      tags: Sequence[str] = (), create: bool = False, clearance: str = "internal",
+                     pii: str = DEFAULT_COLLECTION_PII,
                      on_progress: Callable[[IngestEvent], None] | None = None) -> IngestReport:
-        """Ingest folders and files (``paths``) and named files (``files``: (path, source) pairs)."""
+        """Ingest folders and files (``paths``) and named files (``files``: (path, source) pairs).
+
+        ``clearance`` and ``pii`` apply to a collection this creates.
+        """
         found = self.registry.find(collection)
         if found is None and create:
-            found = await self.create_collection(collection, clearance=clearance)
+            found = await self.create_collection(collection, clearance=clearance, pii=pii)
         elif found is None:
             self.registry.get(collection)  # raises the helpful error
         ingestor = Ingestor(store=self.store, vectors=self.vectors, collection=found,
                             embedder=await self.embedder_for(found), batch_size=self.settings.embed_batch_size,
-                            max_file_bytes=math.floor(self.settings.max_file_mb * 2**20), on_progress=on_progress)
+                            max_file_bytes=math.floor(self.settings.max_file_mb * 2**20), on_progress=on_progress,
+                            screen_pii=self._pii_screen(found) if found.pii != "off" else None)
         if paths:
             await ingestor.ingest_paths(paths, tags=tags)
         if files:
@@ -204,12 +216,33 @@ class KnowledgeBase:
         info = self.document(document_id)
         record(self.store, action="knowledge.forget", actor=actor, target=document_id,
                details={"collection": info.collection, "source": info.source})
+        tokens = await asyncio.to_thread(self._vault_tokens, info.collection, document_id)
         chunks = await asyncio.to_thread(self.vectors.delete, info.collection, where={"document_id": document_id})
+        await asyncio.to_thread(self._forget_tokens, info.collection, tokens)
         answers = self._drop_answers(info.collection, document_ids={document_id})
         self._drop_documents([document_id])
         await asyncio.to_thread(self.vectors.optimize, info.collection)
         self._vacuum()
         return ForgetReport(documents=[document_id], chunks=chunks, answers=answers, calls=0)
+
+    def _pii_screen(self, collection: Collection):
+        if self.pii is None:
+            raise InvalidRequest(f"collection {collection.name!r} asks for PII {collection.pii}, but this "
+                                 "knowledge base was opened without a PII detector", param="pii")
+        return self.pii.for_collection(collection)
+
+    def _vault_tokens(self, collection: str, document_id: str) -> set[str]:
+        """Vault tokens in a document's chunks (collections that tokenize PII)."""
+        if self.registry.get(collection).pii != "tokenize":
+            return set()
+        chunks = self.vectors.get(collection, where={"document_id": document_id})
+        return {m.group(0) for c in chunks for m in VAULT_TOKEN.finditer(c.text)}
+
+    def _forget_tokens(self, collection: str, tokens: set[str]) -> None:
+        """Drop the vaulted values that no remaining document of the collection refers to."""
+        orphans = [t for t in sorted(tokens) if not self.vectors.find_text(collection, t)]
+        if orphans and self.pii is not None:
+            self.pii.forget(collection, orphans)
 
     async def forget_match(self, needle: str, *, collections: Sequence[str] | None = None,
                            erase_calls: bool = True, actor: str = "local") -> ForgetReport:

@@ -21,7 +21,9 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -38,7 +40,7 @@ from genfoundry.knowledge.loaders import (
 from genfoundry.knowledge.stores.base import VectorStore
 from genfoundry.models.protocols import EmbeddingModel
 
-__all__ = ["IngestEvent", "IngestReport", "Ingestor", "document_id", "repair"]
+__all__ = ["IngestEvent", "IngestReport", "Ingestor", "PiiScreen", "document_id", "repair"]
 
 # Chunks embedded in one call, as a multiple of embed_batch_size: the model sorts a call's texts by
 # length before batching, so bigger calls pad less (small calls cost 14 % of throughput, measured).
@@ -60,12 +62,13 @@ class IngestReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (source, what was skipped inside it)
     chunks: int = 0
     seconds: float = 0.0
+    pii: Counter = field(default_factory=Counter)  # PII found, by type (collections with pii on)
 
     def to_dict(self) -> dict:
         return {"added": self.added, "updated": self.updated, "skipped": self.skipped,
                 "failed": [{"source": s, "error": e} for s, e in self.failed],
                 "warnings": [{"source": s, "warning": w} for s, w in self.warnings], "chunks": self.chunks,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "pii": dict(sorted(self.pii.items()))}
 
 
 @dataclass
@@ -86,6 +89,15 @@ class _Pending:
     previous: str | None
     pieces: list[TextChunk]
     tags: list[str]
+    pii: list[list[str]] = field(default_factory=list)  # per piece: the PII types found in it
+
+
+class PiiScreen(Protocol):
+    """Finds PII in documents for the collections that ask (implemented by the guard layer)."""
+
+    def for_collection(self, collection: Collection) -> Callable[[str], tuple[str, list[str]]]: ...
+
+    def forget(self, collection: str, tokens: list[str]) -> None: ...
 
 
 class Ingestor:
@@ -93,8 +105,10 @@ class Ingestor:
 
     def __init__(self, *, store: Store, vectors: VectorStore, collection: Collection, embedder: EmbeddingModel,
                  batch_size: int = 64, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 on_progress: Callable[[IngestEvent], None] | None = None):
+                 on_progress: Callable[[IngestEvent], None] | None = None,
+                 screen_pii: Callable[[str], tuple[str, list[str]]] | None = None):
         self.store = store
+        self.screen_pii = screen_pii  # text -> (text to keep, PII types found); collections with pii on
         self.vectors = vectors
         self.collection = collection
         self.embedder = embedder
@@ -163,7 +177,13 @@ class Ingestor:
         doc.source = source
         self.report.warnings += [(source, w.replace(str(path), source)) for w in getattr(doc, "warnings", [])]
         previous = current["version"] if current else None
-        return _Pending(doc, doc_id, uuid.uuid4().hex[:16], previous, pieces, tags)
+        pending = _Pending(doc, doc_id, uuid.uuid4().hex[:16], previous, pieces, tags)
+        if self.screen_pii is not None:  # in this worker thread, beside the previous group's embedding
+            for piece in pieces:
+                piece.text, kinds = self.screen_pii(piece.text)
+                pending.pii.append(kinds)
+                self.report.pii.update(kinds)
+        return pending
 
     def _current(self, doc_id: str) -> dict | None:
         table = self.store.tables.documents
@@ -173,7 +193,7 @@ class Ingestor:
         return dict(row) if row and row["version"] else None
 
     async def _write(self, batch: list[_Pending]) -> None:
-        chunks = [self._chunk(p, piece) for p in batch for piece in p.pieces]
+        chunks = [self._chunk(p, piece, i) for p in batch for i, piece in enumerate(p.pieces)]
         try:
             vectors = (await self.embedder.embed([_embedding_text(p.doc, c) for p in batch for c in p.pieces
                                                   ])).vectors if chunks else []
@@ -188,11 +208,12 @@ class Ingestor:
             self.report.chunks += len(pending.pieces)
             self._outcome(pending.doc.source, "updated" if pending.previous else "added")
 
-    def _chunk(self, pending: _Pending, piece: TextChunk) -> Chunk:
+    def _chunk(self, pending: _Pending, piece: TextChunk, index: int) -> Chunk:
         doc = pending.doc
+        pii = [f"pii:{kind}" for kind in pending.pii[index]] if pending.pii else []
         return Chunk(id=f"{pending.id}-{pending.version}-{piece.position}", document_id=pending.id,
                      version=pending.version, text=piece.text, position=piece.position, source=doc.source,
-                     title=doc.title, heading=piece.heading, page=piece.page, tags=list(pending.tags),
+                     title=doc.title, heading=piece.heading, page=piece.page, tags=list(pending.tags) + pii,
                      modified=doc.modified, terms=analyze(f"{doc.title} {piece.heading} {piece.text}"))
 
     def _commit(self, batch: list[_Pending], chunks: list[Chunk]) -> None:

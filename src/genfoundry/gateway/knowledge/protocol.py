@@ -33,6 +33,8 @@ class CollectionCreate(_Strict):
     access: AccessBody = Field(default_factory=AccessBody)
     chunk_tokens: int | None = Field(None, ge=16, le=8192)
     chunk_overlap: int | None = Field(None, ge=0, le=4096)
+    pii: Literal["off", "label", "redact", "tokenize"] = Field(
+        "off", description="PII in its documents: label (tag chunks), redact, or tokenize into the vault.")
 
 
 class _Retrieval(_Strict):

@@ -24,7 +24,7 @@ router = APIRouter(tags=["knowledge"])
 def _collection_json(c: Collection, documents: int | None = None) -> dict:
     data = {"name": c.name, "clearance": c.clearance, "description": c.description,
             "embedding_model": c.embedding_model, "dimensions": c.dimensions, "chunk_tokens": c.chunk_tokens,
-            "chunk_overlap": c.chunk_overlap, "access": c.access.to_dict()}
+            "chunk_overlap": c.chunk_overlap, "access": c.access.to_dict(), "pii": c.pii}
     if documents is not None:
         data["documents"] = documents
     return data
@@ -53,7 +53,8 @@ async def create_collection(body: CollectionCreate, request: Request,
     kb = request.app.state.runtime.knowledge()
     collection = await kb.create_collection(
         body.name, clearance=body.clearance, description=body.description, embedding_model=body.embedding_model,
-        access=Access(**body.access.model_dump()), chunk_tokens=body.chunk_tokens, chunk_overlap=body.chunk_overlap)
+        access=Access(**body.access.model_dump()), chunk_tokens=body.chunk_tokens, chunk_overlap=body.chunk_overlap,
+        pii=body.pii)
     return _collection_json(collection, documents=0)
 
 

@@ -127,6 +127,9 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
         return _not_found(ctx, body)
     if body.max_tokens or body.max_completion_tokens:
         request.max_tokens = body.max_completion_tokens or body.max_tokens
+    if screen is not None and collection.pii == "tokenize" and kb.pii is not None:
+        # The passages carry the collection's vault tokens; answers are restored for roles allowed to see them.
+        screen.restore.update(await asyncio.to_thread(kb.pii.restore_map, name, [p.chunk.text for p in passages]))
     run = GenerationRun(rt, run_ctx, request)
     run.screen = screen
     await run.start()
