@@ -90,3 +90,15 @@ def test_policy_files_load_from_the_setting_or_home(settings, tmp_path):
     assert source.endswith("guard.yaml") and "support" in policies.policies
     with pytest.raises(ConfigError, match="cannot read the guard policy"):
         load_policy_file(tmp_path / "missing.yaml")
+
+
+def test_policy_changes_are_audited_once_per_change(store):
+    from genfoundry.core import audit
+    from genfoundry.guard.engine import record_policy
+
+    assert record_policy(store, default_policies(), "built-in")
+    assert not record_policy(store, default_policies(), "built-in")  # unchanged: nothing new
+    assert record_policy(store, parse_policies(POLICY), "/etc/guard.yaml")
+    newest, oldest = audit.entries(store, action="guard.policy")
+    assert newest.target == "/etc/guard.yaml" and newest.details["previous"] == oldest.details["sha256"]
+    assert newest.details["policies"] == ["default", "support"]

@@ -13,6 +13,7 @@ from genfoundry.cli.common import err_console, get_context, handle_errors
 from genfoundry.core.errors import ConfigError
 from genfoundry.gateway.bench import BenchConfig, run_gateway_bench
 from genfoundry.gateway.keys import create_key, revoke_key
+from genfoundry.guard.keys import ensure_vault_key
 from genfoundry.models.providers.llama_server import find_llama_server
 
 CRANFIELD_ENV = "GENFOUNDRY_CRANFIELD"
@@ -35,6 +36,8 @@ def gateway(ctx: typer.Context,
     hub = context.hub()
     spec = hub.resolve("default")
     secret, key = create_key(context.store, name="bench", role="developer")
+    if made := ensure_vault_key(context.settings):  # the gateway under test runs the guard, as `up` sets it up
+        err_console.print(f"created the vault key {made}", style="dim")
     binary = find_llama_server(context.settings.llama_server_path)
     try:
         cfg = BenchConfig(model_path=spec.location, max_tokens=max_tokens, runs=runs, rounds=rounds,

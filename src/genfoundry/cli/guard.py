@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,18 +30,24 @@ def check(ctx: typer.Context,
           label: str = typer.Option(None, help="Sensitivity label the request carries (public, internal, confidential, restricted)."),
           as_json: bool = typer.Option(False, "--json", help="Print the decisions as JSON.")):
     """Run the input rails on a text and show what the policy would do (nothing is sent or recorded)."""
+    from genfoundry.core.store import Store
     from genfoundry.core.types import Message
-    from genfoundry.guard.engine import GuardBlocked, SensitivityRefused, open_guard
+    from genfoundry.guard.engine import Guard, GuardBlocked, SensitivityRefused
+    from genfoundry.guard.policy import load_policies
+    from genfoundry.guard.vault import Vault
 
     if text in (None, "-"):
         text = sys.stdin.read()
     if not text.strip():
         raise InvalidRequest("give a text to check (an argument, or on standard input)")
     c = get_context(ctx)
-    settings = c.settings().model_copy(update={"guard": True})
+    policies, source = load_policies(c.settings)
+    # Nothing is kept: tokens go to a throwaway vault (deleted below), and no decision is recorded.
+    folder = tempfile.TemporaryDirectory(prefix="guard-check-")
+    scratch = Vault(Store.open(f"sqlite:///{folder.name}/vault.db"), os.urandom(32))
 
     async def run():
-        guard = open_guard(settings, c.store, c.hub())
+        guard = Guard(policies=policies, store=c.store, hub=c.hub(), vault=scratch, source=source)
         try:
             screen = await guard.screen_input(call_id=f"check-{uuid.uuid4().hex[:8]}", key=None, model=model,
                                               messages=[Message(role="user", content=text)], app=app_name,
@@ -47,7 +55,11 @@ def check(ctx: typer.Context,
             return screen, None
         except (GuardBlocked, SensitivityRefused) as exc:
             return None, exc
-    screen, blocked = asyncio.run(run())
+    try:
+        screen, blocked = asyncio.run(run())
+    finally:
+        scratch.store.close()
+        folder.cleanup()
     result = {"blocked": str(blocked) if blocked else None}
     if screen is not None:
         result.update({"policy": screen.policy_name, "model": screen.model, "clearance": screen.clearance,
@@ -83,7 +95,7 @@ def policy(ctx: typer.Context,
     if file is not None:
         policies, source = load_policy_file(file), str(file)
     else:
-        policies, source = load_policies(get_context(ctx).settings())
+        policies, source = load_policies(get_context(ctx).settings)
     data = policies.model_dump(mode="json")
     if as_json:
         print(json.dumps({"source": source, **data}))
@@ -99,7 +111,7 @@ def keygen(ctx: typer.Context,
     """Make the vault's 256-bit key file (home/vault.key, or the vault_key_file setting), readable by you only."""
     from genfoundry.guard.keys import generate_key_file, key_file_path
 
-    settings = get_context(ctx).settings()
+    settings = get_context(ctx).settings
     path = key_file_path(settings)
     if path.exists() and not force:
         console.print(f"the vault key already exists: {path} (use --force to replace it)")
@@ -117,7 +129,7 @@ def reveal(ctx: typer.Context,
     from genfoundry.guard.keys import open_vault
 
     c = get_context(ctx)
-    vault = open_vault(c.settings(), c.store, required=True)
+    vault = open_vault(c.settings, c.store, required=True)
     print(vault.reveal(token, scope=scope, actor="cli"))
 
 

@@ -13,7 +13,7 @@ from genfoundry.cli.common import console, get_context, handle_errors
 from genfoundry.core.errors import ConfigError
 from genfoundry.gateway.app import create_app
 from genfoundry.gateway.keys import create_key, ensure_admin_key, revoke_key
-from genfoundry.guard.keys import generate_key_file, key_file_path, load_vault_key
+from genfoundry.guard.keys import ensure_vault_key
 from genfoundry.models.builtin import BUILTIN_CHAT
 
 # The built-in model is a small base model: one example turn and a stop at the
@@ -149,8 +149,8 @@ def up(ctx: typer.Context,
     if admin:
         console.print("Created an admin API key. It is shown only now; keep it:")
         print(admin)
-    if load_vault_key(s) is None:  # the guard's vault encrypts PII with it
-        console.print(f"Created the vault key {generate_key_file(key_file_path(s))} (back it up).")
+    if made := ensure_vault_key(s):  # the guard's vault encrypts PII with it
+        console.print(f"Created the vault key {made} (back it up).")
     demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="developer")
     console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…",
                   soft_wrap=True)

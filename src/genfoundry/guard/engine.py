@@ -44,11 +44,13 @@ __all__ = [
     "hub_embedder",
     "level_index",
     "open_guard",
+    "record_policy",
 ]
 
 log = logging.getLogger(__name__)
 AUDIT_REQUEST = "guard.request"
 AUDIT_OUTPUT = "guard.output"
+AUDIT_POLICY = "guard.policy"
 _TOKEN = re.compile(r"<[A-Z_]+_\d+>")
 _HOLD = 40  # characters held back in a stream while a vault token may be arriving
 
@@ -156,8 +158,8 @@ class Guard:
     def warm_up(self) -> None:
         """Build the rails before the first request. PII's spaCy model (about 2 s and 100 MB) is
         loaded only when some registered model is not cleared for restricted data."""
-        pii = any(spec.clearance != "restricted" for spec in self.hub.list() if spec.can("chat") or spec.can("completion"))
-        self.rails.warm_up(self.policies, pii=pii)
+        generators = [spec for spec in self.hub.list() if spec.can("chat") or spec.can("completion")]
+        self.rails.warm_up(self.policies, pii=any(spec.clearance != "restricted" for spec in generators))
 
     # -- input ---------------------------------------------------------------------------------
     async def screen_input(self, *, call_id: str, key, model: str, messages: list[Message],
@@ -179,10 +181,15 @@ class Guard:
             levels.append(clearance)
             screen.evidence.append(f"collection {collection}: {clearance}")
         try:
-            await asyncio.to_thread(self._input_rails, screen)
-            levels.extend(self._pii_levels(screen))
+            # Route on what the request says of itself first, so the PII rail acts for the model that
+            # will answer; PII left in (flag mode) can raise the level and route it again.
             screen.sensitivity = _max_level(levels)
             self._route(screen)
+            await asyncio.to_thread(self._input_rails, screen)
+            levels.extend(self._pii_levels(screen))
+            if _max_level(levels) != screen.sensitivity:
+                screen.sensitivity = _max_level(levels)
+                self._route(screen)
         except (GuardBlocked, SensitivityRefused) as exc:
             screen.decisions.append(Decision("input", getattr(exc, "rule", "routing"), "block", note=str(exc)))
             if record:
@@ -244,7 +251,7 @@ class Guard:
             mine = [f for j, f in found if j == i]
             actions = {f.kind: config.action_of(f.kind) for f in mine}
             result = redact(message.content, mine, actions=actions, vault=self.vault, scope=screen.call_id)
-            screen.restore.update(getattr(result, "restore", {}) or {})
+            screen.restore.update(result.restore)
             screen.messages[i] = Message(role=message.role, content=result.text, name=message.name,
                                          tool_call_id=message.tool_call_id, tool_calls=message.tool_calls)
         screen.pii_redacted = True
@@ -417,6 +424,21 @@ def hub_embedder(hub, loop: asyncio.AbstractEventLoop, model: str = "default-emb
     return embed
 
 
+def record_policy(store, policies: PolicySet, source: str) -> bool:
+    """Write a ``guard.policy`` audit entry when the policy in force differs from the last one recorded."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(policies.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    last = audit.entries(store, action=AUDIT_POLICY, limit=1)
+    if last and last[0].details.get("sha256") == digest:
+        return False
+    audit.record(store, action=AUDIT_POLICY, target=source, details={
+        "sha256": digest, "policies": sorted(policies.policies),
+        "previous": last[0].details.get("sha256") if last else None})
+    return True
+
+
 def open_guard(settings, store, hub, *, loop: asyncio.AbstractEventLoop | None = None) -> Guard | None:
     """The guard the settings ask for (None when ``guard`` is off).
 
@@ -430,6 +452,7 @@ def open_guard(settings, store, hub, *, loop: asyncio.AbstractEventLoop | None =
     from genfoundry.guard.policy import load_policies
 
     policies, source = load_policies(settings)
+    record_policy(store, policies, source)
     vault = open_vault(settings, store, required=False)
     uses_topics = any(p.input.topics.mode != "off" for p in policies.policies.values())
     embed = hub_embedder(hub, loop or asyncio.get_running_loop()) if uses_topics else None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from genfoundry.core.errors import ConfigError
 
-__all__ = ["KEY_ENV", "generate_key_file", "key_file_path", "load_vault_key", "open_vault"]
+__all__ = ["KEY_ENV", "ensure_vault_key", "generate_key_file", "key_file_path", "load_vault_key", "open_vault"]
 
 KEY_ENV = "GENFOUNDRY_VAULT_KEY"
 KEY_BYTES = 32
@@ -40,6 +40,13 @@ def generate_key_file(path: Path) -> Path:
         out.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
     os.replace(tmp, path)
     return path
+
+
+def ensure_vault_key(settings) -> Path | None:
+    """Make the default key file when no key is set (what `genfoundry up` does); the path when it made one."""
+    if load_vault_key(settings) is not None:
+        return None
+    return generate_key_file(key_file_path(settings))
 
 
 def _decode(text: str, where: str) -> bytes:
