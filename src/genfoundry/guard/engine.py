@@ -385,6 +385,11 @@ class OutputScreen:
             text = _TOKEN.sub(lambda m: self.restore.get(m.group(0), m.group(0)), text)
         return self._check(text)
 
+    def screen_chunk(self, text: str, final: bool) -> str:
+        """What of one streamed chunk may go out; ``final`` (the last chunk) flushes held-back text."""
+        out = self.feed(text) if text else ""
+        return out + self.finish() if final else out
+
     def finish(self) -> str:
         text, self._held = self._held, ""
         if self.restore and text:

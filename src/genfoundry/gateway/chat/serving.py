@@ -16,7 +16,7 @@ from genfoundry.guard.engine import OutputScreen
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["chat_completion", "new_call_id", "output_screen", "to_generation_request"]
+__all__ = ["chat_completion", "end_stream", "new_call_id", "output_screen", "to_generation_request"]
 
 
 def to_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
@@ -82,9 +82,7 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
         async for chunk in chunks:
             text = chunk.text
             if out is not None:
-                text = out.feed(text) if text else text
-                if chunk.finish_reason is not None:
-                    text = (text or "") + out.finish()
+                text = out.screen_chunk(text, chunk.finish_reason is not None)
                 if out.stopped:  # a blocking output rail fired: end the answer here
                     yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter",
                                                 "logprobs": None}]}
@@ -101,9 +99,15 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
                 if include_usage and chunk.usage is not None:
                     yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
     finally:
-        await chunks.aclose()
-        if run.screen is not None:
-            await asyncio.shield(run.rt.guard.finish(run.screen, out))
+        await end_stream(run, chunks, out)
+
+
+async def end_stream(run: GenerationRun, chunks, out: OutputScreen | None, extra=None) -> None:
+    """Close a run's chunk stream (stopping generation if it is still going) and write the guard's
+    last decisions; run from a stream's ``finally``, so a client that went away still gets both."""
+    await chunks.aclose()
+    if run.screen is not None:
+        await asyncio.shield(run.rt.guard.finish(run.screen, out, extra))
 
 
 def output_screen(run: GenerationRun) -> OutputScreen | None:

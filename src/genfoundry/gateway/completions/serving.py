@@ -10,7 +10,7 @@ from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest
 from genfoundry.gateway.completions.protocol import CompletionRequest
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
-from genfoundry.gateway.chat.serving import output_screen
+from genfoundry.gateway.chat.serving import end_stream, output_screen
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.guard.engine import OutputScreen
 
@@ -26,7 +26,7 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
         async for chunk in chunks:
             text, finish = chunk.text, chunk.finish_reason
             if out is not None:
-                text = out.feed(text) + (out.finish() if finish is not None else "")
+                text = out.screen_chunk(text, finish is not None)
                 if out.stopped:
                     text, finish = "", "content_filter"
             if text or finish is not None:
@@ -36,9 +36,7 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
                     yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
                 break
     finally:
-        await chunks.aclose()
-        if run.screen is not None:
-            await asyncio.shield(run.rt.guard.finish(run.screen, out))
+        await end_stream(run, chunks, out)
 
 
 def _check_completion(spec) -> None:

@@ -16,7 +16,7 @@ from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
 from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
 from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
-from genfoundry.gateway.chat.serving import output_screen
+from genfoundry.gateway.chat.serving import end_stream, output_screen
 from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
@@ -225,7 +225,7 @@ async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: Generation
         async for chunk in chunks:
             text, finish = chunk.text, chunk.finish_reason
             if out is not None:
-                text = (out.feed(text) if text else "") + (out.finish() if finish is not None else "")
+                text = out.screen_chunk(text, finish is not None)
                 if out.stopped:
                     text, finish = "", "content_filter"
             if text:
@@ -246,6 +246,4 @@ async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: Generation
                     yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
                 break
     finally:
-        await chunks.aclose()
-        if run.screen is not None:
-            await asyncio.shield(run.rt.guard.finish(run.screen, out, _groundedness_decisions(run.screen, report)))
+        await end_stream(run, chunks, out, _groundedness_decisions(run.screen, report))
