@@ -14,7 +14,9 @@ from genfoundry.core import audit
 from genfoundry.core.errors import ConfigError
 from genfoundry.core.settings import load_settings
 from genfoundry.gateway.app import create_app
+from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
+from genfoundry.models.hub import ModelHub
 from genfoundry.observe.calls import list_calls
 from tests.conftest import fake_spec, isolate_cli
 
@@ -160,3 +162,47 @@ def test_missing_vault_key_or_bad_policy_refuses_to_start(tmp_path, monkeypatch)
                                                "      pii: {mode: redact, default_action: redact}\n")
     with TestClient(_app(tmp_path / "c")):
         pass
+
+
+def test_a_denied_topic_is_blocked_through_the_hub_embedding_model(tmp_path):
+    (tmp_path / "guard.yaml").write_text(
+        "version: 1\npolicies:\n  default:\n    input:\n      topics:\n        mode: block\n"
+        "        deny: {legal_advice: can I sue my landlord for the broken heater}\n")
+    settings = load_settings(home=tmp_path, environ={})
+    settings.ensure_home()
+    store = Store.open(settings.resolved_database_url)
+    hub = ModelHub(store, settings)  # the topics are embedded at start-up: the model must be there
+    hub.add(fake_spec("fake-chat", aliases=["default"]))
+    hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
+    admin, _ = create_key(store, name="admin", role="admin")
+    store.close()
+    with TestClient(_app(tmp_path)) as client:
+        oai = openai.OpenAI(base_url="http://testserver/v1", api_key=admin, http_client=client, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as err:
+            oai.chat.completions.create(model="default", messages=[
+                {"role": "user", "content": "Can I sue my landlord for the broken heater?"}])
+        assert err.value.body["param"] == "input.topics" and "legal_advice" in err.value.body["message"]
+        assert oai.chat.completions.create(model="default", messages=[
+            {"role": "user", "content": "What time do you open on Sunday?"}]).choices[0].message.content
+
+
+def test_grounded_answers_carry_groundedness_and_unsupported_claims_are_recorded(tmp_path):
+    app = _app(tmp_path)
+    with TestClient(app) as client:
+        rt = app.state.runtime
+        rt.hub.add(fake_spec("fake-chat", aliases=["default"], options={"replies": [
+            "Refunds take five days to reach your card [1]. Refunds are paid in gold bars by courier."]}))
+        rt.hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
+        admin, _ = create_key(rt.store, name="admin", role="admin")
+        client.headers["Authorization"] = f"Bearer {admin}"
+        assert client.post("/v1/collections", json={"name": "kb"}).status_code == 201
+        client.post("/v1/collections/kb/documents", files=[
+            ("files", ("refunds.md", b"# Refunds\nRefunds take five days to reach your card."))]).raise_for_status()
+        reply = _client((client, rt, admin)).chat.completions.create(
+            model="rag:kb", messages=[{"role": "user", "content": "How long do refunds take?"}])
+        report = reply.model_extra["groundedness"]
+        assert [s["supported"] for s in report["sentences"]] == [True, False]
+        assert report["supported_share"] == 0.5
+        [entry] = audit.entries(rt.store, action="guard.output")
+        [decision] = [d for d in entry.details["decisions"] if d["rail"] == "groundedness"]
+        assert decision["action"] == "flag" and decision["findings"][0]["sentence"] == 1
