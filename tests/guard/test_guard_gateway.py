@@ -206,3 +206,23 @@ def test_grounded_answers_carry_groundedness_and_unsupported_claims_are_recorded
         [entry] = audit.entries(rt.store, action="guard.output")
         [decision] = [d for d in entry.details["decisions"] if d["rail"] == "groundedness"]
         assert decision["action"] == "flag" and decision["findings"][0]["sentence"] == 1
+
+
+def test_embeddings_keep_pii_from_an_external_model_and_refuse_what_it_may_not_see(gateway):
+    _, rt, _ = gateway
+    rt.hub.add(fake_spec("ext-embed", capabilities=["embedding"], clearance="public"))
+    oai = _client(gateway)
+    text = "Ada Lovelace wrote to ada.lovelace@example.com"
+    external = oai.embeddings.create(model="ext-embed", input=[text]).data[0].embedding
+    local = oai.embeddings.create(model="default-embedding", input=[text]).data[0].embedding
+    redacted = oai.embeddings.create(model="default-embedding",
+                                     input=["<PERSON_1> wrote to <EMAIL_ADDRESS_1>"]).data[0].embedding
+    assert external == redacted and external != local  # the external model embedded the tokens, not the values
+    [entry] = [e for e in audit.entries(rt.store, action="guard.request") if e.details["model"] == "ext-embed"]
+    assert {f["kind"] for d in entry.details["decisions"] for f in d.get("findings", [])} >= {"PERSON",
+                                                                                             "EMAIL_ADDRESS"}
+    with pytest.raises(openai.PermissionDeniedError, match="cleared for public"):
+        oai.embeddings.create(model="ext-embed", input=["numbers"],
+                              extra_headers={"X-Genfoundry-Sensitivity": "confidential"})
+    # A document that quotes an attack may still be embedded.
+    assert oai.embeddings.create(model="default-embedding", input=[ATTACK]).data

@@ -64,7 +64,7 @@ class Settings(BaseModel):
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Ingest sends chunks to the embedding model in groups of about four times this (spanning small files) and writes each group to the vector store at once; the model's own batch_size option sets how many it encodes together.")
     min_relevance: float = Field(0.35, ge=-1, le=1, description="Cosine similarity the best retrieved chunk must reach; below it a grounded answer says the documents do not hold the answer instead of guessing.")
     reranker: str | None = Field(None, description="Re-ranks retrieved passages when a search or question asks for it: 'cross-encoder:/path/to/folder' (a sentence-transformers CrossEncoder) or 'model:NAME' (a chat model grades each passage); unset: re-ranking is off.")
-    guard: bool = Field(True, description="Run the guard's rails (policy from guard_policy) on every chat, completion and grounded-answer request through the gateway.")
+    guard: bool = Field(True, description="Run the guard's rails (policy from guard_policy) on every chat, completion, embedding and grounded-answer request through the gateway.")
     guard_policy: Path | None = Field(None, description="YAML policy file for the guard's rails; unset: home/guard.yaml when it exists, else the built-in default policy (docs/guard.md).")
     vault_key_file: Path | None = Field(None, description="File holding the vault's 256-bit key (made by `genfoundry guard keygen`); the GENFOUNDRY_VAULT_KEY environment variable takes precedence; default home/vault.key.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")

@@ -170,13 +170,7 @@ class Guard:
         screen = Screen(call_id=call_id, policy_name=name, policy=policy, requested_model=model,
                         model=spec.name, clearance=spec.clearance, messages=list(messages),
                         key_id=key.id if key else None)
-        levels = []
-        if label:
-            if label not in SENSITIVITY_LEVELS:
-                raise GuardBlocked(f"unknown sensitivity label '{label}'; use one of "
-                                   f"{', '.join(SENSITIVITY_LEVELS)}", rule="label")
-            levels.append(label)
-            screen.evidence.append(f"label: {label}")
+        levels = [self._label(screen, label)] if label else []
         for collection, clearance in (collections or {}).items():
             levels.append(clearance)
             screen.evidence.append(f"collection {collection}: {clearance}")
@@ -199,6 +193,43 @@ class Guard:
             screen.recorded_decisions = len(screen.decisions)
             screen.recorded = asyncio.ensure_future(asyncio.to_thread(self._record, screen, outcome="sent"))
         return screen
+
+    async def screen_embedding(self, *, call_id: str, key, model: str, texts: list[str], app: str | None = None,
+                               label: str | None = None) -> list[str]:
+        """Texts to embed as the model may see them.
+
+        Only PII and sensitivity apply (a document that quotes an attack may be embedded). PII above the
+        model's clearance is handled per the policy's PII rail; a request still above it is refused, not
+        re-routed: another embedding model's vectors would not match the ones already stored.
+        """
+        name, policy = self.policies.select(key=key, app=app)
+        spec = self.hub.resolve(model)
+        screen = Screen(call_id=call_id, policy_name=name, policy=policy, requested_model=model, model=spec.name,
+                        clearance=spec.clearance, messages=[Message(role="user", content=t) for t in texts],
+                        key_id=key.id if key else None)
+        try:
+            levels = [self._label(screen, label)] if label else []
+            await asyncio.to_thread(self._pii, screen)
+            screen.sensitivity = _max_level(levels + self._pii_levels(screen))
+            if level_index(screen.sensitivity) > level_index(screen.clearance):
+                why = (f"request is {screen.sensitivity} ({'; '.join(screen.evidence)}), embedding model "
+                       f"'{screen.model}' is cleared for {screen.clearance}")
+                screen.decisions.append(Decision("route", "routing", "refuse", dry_run=policy.dry_run, note=why))
+                if not policy.dry_run:
+                    raise SensitivityRefused(f"{why}; use an embedding model cleared for it")
+        except (GuardBlocked, SensitivityRefused) as exc:
+            screen.decisions.append(Decision("input", getattr(exc, "rule", "routing"), "block", note=str(exc)))
+            await asyncio.to_thread(self._record, screen, outcome="blocked")
+            raise
+        await asyncio.to_thread(self._record, screen, outcome="sent")
+        return [m.content for m in screen.messages]
+
+    def _label(self, screen: Screen, label: str) -> str:
+        if label not in SENSITIVITY_LEVELS:
+            raise GuardBlocked(f"unknown sensitivity label '{label}'; use one of {', '.join(SENSITIVITY_LEVELS)}",
+                               rule="label")
+        screen.evidence.append(f"label: {label}")
+        return label
 
     def _input_rails(self, screen: Screen) -> None:
         policy = screen.policy

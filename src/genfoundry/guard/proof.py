@@ -28,7 +28,7 @@ from genfoundry.guard.types import SENSITIVITY_LEVELS
 
 __all__ = ["ProofReport", "prove"]
 
-GUARDED_ENDPOINTS = ("chat", "completions", "answers", "summaries")
+GUARDED_ENDPOINTS = ("chat", "completions", "answers", "summaries", "embeddings")
 
 
 @dataclass

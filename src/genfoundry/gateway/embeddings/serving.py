@@ -30,6 +30,9 @@ async def embeddings(rt: Runtime, ctx: CallContext, body: EmbeddingRequest) -> d
             raise InvalidRequest(f"input must hold 1 to {MAX_INPUTS} texts", param="input")
         spec = rt.hub.resolve(body.model)
         check_model_access(ctx.key, spec, body.model)
+        if rt.guard is not None:
+            texts = await rt.guard.screen_embedding(call_id=ctx.id, key=ctx.key, model=spec.name, texts=texts,
+                                                    app=ctx.app, label=ctx.label)
         model = await rt.hub.load_embedding(spec.name)
         if body.dimensions is not None and body.dimensions != model.dimensions:
             raise InvalidRequest(f"model '{spec.name}' makes {model.dimensions}-dimensional vectors; "
