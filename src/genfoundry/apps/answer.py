@@ -196,14 +196,15 @@ class GroundedAnswerer:
 
     async def answer(self, collection: str, question: str, *, model: str = DEFAULT_ALIAS,
                      options: RetrievalOptions | None = None, history: list[Message] | None = None,
-                     use_cache: bool = True) -> Answer:
+                     use_cache: bool = True, screen: ScreenPassages | None = None) -> Answer:
         started = time.perf_counter()
         options = options or RetrievalOptions()
         key = _cache_key(collection, question, model, options) if not history else None
         if use_cache and key and (cached := self._cached(key)):
             cached.latency_ms = (time.perf_counter() - started) * 1000
             return cached
-        passages, request = await self.prepare(collection, question, model=model, options=options, history=history)
+        passages, request = await self.prepare(collection, question, model=model, options=options, history=history,
+                                               screen=screen)
         spec = self.hub.resolve(model)
         if request is None:
             answer = Answer(question=question, text=NOT_FOUND, found=False, model=spec.name)

@@ -13,8 +13,10 @@ from genfoundry.core.errors import NotFound
 from genfoundry.gateway.auth import authenticate, require_role
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.knowledge.protocol import AskBody, CollectionCreate, ForgetBody, SearchBody, SummaryBody
-from genfoundry.gateway.generation import CallContext
-from genfoundry.gateway.knowledge.serving import collection_for, gateway_generate, ingest_uploads, passage_json
+from genfoundry.gateway.generation import CallContext, guard_hints
+from genfoundry.gateway.knowledge.serving import (
+    collection_for, gateway_generate, guarded_answer, ingest_uploads, passage_json,
+)
 from genfoundry.knowledge.collections import Access, Collection
 from genfoundry.knowledge.retrieval import RetrievalOptions
 
@@ -109,11 +111,14 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
     rt = request.app.state.runtime
     kb, collection = collection_for(rt, name, key, "read")
     ctx = _call("ans", "answers", key, body, {name: collection.clearance})
+    ctx.app, ctx.label = guard_hints(request.headers, None).values()
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
-    result = await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
-                                   options=RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter,
-                                                            rerank=body.rerank))
-    return result.to_dict()
+    options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, rerank=body.rerank)
+    if rt.guard is None:
+        return (await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
+                                      options=options)).to_dict()
+    return await guarded_answer(rt, ctx, answerer, name, body.question, model=body.model, use_cache=body.cache,
+                                options=options)
 
 
 @router.post("/v1/collections/{name}/summaries", summary="Summarise a document or the whole collection")

@@ -26,7 +26,8 @@ from genfoundry.knowledge.retrieval import Passage
 from genfoundry.models.hub import DEFAULT_ALIAS
 
 __all__ = [
-    "RAG_PREFIX", "collection_for", "gateway_generate", "grounded_chat_completion", "ingest_uploads", "passage_json",
+    "RAG_PREFIX", "collection_for", "gateway_generate", "grounded_chat_completion", "guarded_answer", "ingest_uploads",
+    "passage_json",
 ]
 
 RAG_PREFIX = "rag:"
@@ -142,7 +143,7 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
         text = result.text
         if out is not None:
             text = out.feed(text) + out.finish()
-        text, report = _grounded(screen, text, passages)
+        text, report = _grounded(screen, text, [p.chunk.text for p in passages])
     finally:
         if screen is not None:
             await asyncio.shield(rt.guard.finish(screen, out, _groundedness_decisions(screen, report)))
@@ -160,14 +161,40 @@ async def _screen_question(rt: Runtime, ctx: CallContext, question: str, history
                                        app=ctx.app, label=ctx.label, collections=ctx.collections)
 
 
-def _grounded(screen, text: str, passages: list[Passage]) -> tuple[str, dict | None]:
+async def guarded_answer(rt: Runtime, ctx: CallContext, answerer: GroundedAnswerer, collection: str, question: str,
+                         *, model: str, **kwargs) -> dict:
+    """An answer from the answers route with the guard: the question through the input rails, passages
+    through the context rail, the answer through the groundedness rail (its report in ``groundedness``)."""
+    screen = await rt.guard.screen_input(call_id=ctx.id, key=ctx.key, model=model,
+                                         messages=[Message(role="user", content=question)], app=ctx.app,
+                                         label=ctx.label, collections=ctx.collections)
+
+    async def screen_passages(texts: list[str]) -> list[int]:
+        return await rt.guard.screen_passages(screen, texts)
+    report = None
+    try:
+        result = await answerer.answer(collection, screen.messages[-1].content, model=screen.model,
+                                       screen=screen_passages, **kwargs)
+        shown = {c.index: c.text for c in result.citations}
+        passages = [shown.get(i, "") for i in range(1, max(shown, default=0) + 1)]
+        text, report = _grounded(screen, result.text, passages) if result.found else (result.text, None)
+        result.text = text
+    finally:
+        await asyncio.shield(rt.guard.finish(screen, None, _groundedness_decisions(screen, report)))
+    data = result.to_dict()
+    if report is not None:
+        data["groundedness"] = report
+    return data
+
+
+def _grounded(screen, text: str, passages: list[str]) -> tuple[str, dict | None]:
     """The answer after the groundedness rail, and its report (None when the rail is off)."""
     if screen is None or screen.policy.output.groundedness.mode == "off" or not text.strip():
         return text, None
     from genfoundry.guard.groundedness import check_groundedness
 
     config = screen.policy.output.groundedness
-    report = check_groundedness(text, [p.chunk.text for p in passages], threshold=config.threshold)
+    report = check_groundedness(text, passages, threshold=config.threshold)
     dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
     if config.mode == "redact" and not dry:
         text = report.filtered_answer()
@@ -236,7 +263,7 @@ async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: Generation
                 answer = "".join(parts)
                 _, citations = cite(answer, passages)
                 # Sent text cannot be taken back: in a stream the groundedness rail reports, it does not remove.
-                _, report = _grounded(run.screen, answer, passages)
+                _, report = _grounded(run.screen, answer, [p.chunk.text for p in passages])
                 final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}],
                          "citations": [dataclasses.asdict(c) for c in citations]}
                 if report is not None:
