@@ -111,7 +111,8 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
     rt = request.app.state.runtime
     kb, collection = collection_for(rt, name, key, "read")
     ctx = _call("ans", "answers", key, body, {name: collection.clearance})
-    ctx.app, ctx.label = guard_hints(request.headers, None).values()
+    hints = guard_hints(request.headers, None)
+    ctx.app, ctx.label = hints["app"], hints["label"]
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
     options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, rerank=body.rerank)
     if rt.guard is None:
