@@ -72,6 +72,8 @@ api_keys = sa.Table(
     sa.Column("allowed_models", sa.JSON, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
+    # Dollars a key may spend per budget_period (added by m005); warnings before, 429 after.
+    sa.Column("cost_budget_usd", sa.Float, nullable=True),
 )
 
 calls = sa.Table(
@@ -96,8 +98,81 @@ calls = sa.Table(
     sa.Column("fallback_from", _String(200), nullable=True),
     sa.Column("request", sa.JSON, nullable=True),
     sa.Column("response", sa.JSON, nullable=True),
+    # Added by m005: the trace of the request and the app that made it.
+    sa.Column("trace_id", _String(32), nullable=True, index=True),
+    sa.Column("app", _String(200), nullable=True),
 )
 sa.Index("ix_calls_key_created", calls.c.key_id, calls.c.created_at)
+
+spans = sa.Table(
+    "spans", metadata,
+    sa.Column("span_id", _String(16), primary_key=True),
+    sa.Column("trace_id", _String(32), nullable=False, index=True),
+    sa.Column("parent_id", _String(16), nullable=True),
+    sa.Column("name", _String(200), nullable=False),
+    sa.Column("kind", _String(20), nullable=False),
+    sa.Column("start_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status", _String(10), nullable=False),  # ok, error, unset
+    sa.Column("status_message", _Text, nullable=True),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("call_id", _String(64), nullable=False, index=True),
+    sa.Column("trace_id", _String(32), nullable=True),
+    sa.Column("key_id", _String(32), nullable=True),
+    sa.Column("rating", sa.Integer, nullable=False),
+    sa.Column("correction", _Text, nullable=True),
+    sa.Column("comment", _Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow, index=True),
+)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow, index=True),
+    sa.Column("kind", _String(50), nullable=False, index=True),  # drift.embedding, drift.topic, drift.golden, budget.*
+    sa.Column("severity", _String(10), nullable=False),  # info, warning, critical
+    sa.Column("subject", _String(200), nullable=False),
+    sa.Column("message", _Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+)
+
+drift_runs = sa.Table(
+    "drift_runs", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow, index=True),
+    sa.Column("kind", _String(20), nullable=False),  # requests, golden
+    sa.Column("subject", _String(200), nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+)
+
+golden_answers = sa.Table(
+    "golden_answers", metadata,
+    sa.Column("suite", _String(100), primary_key=True),
+    sa.Column("model", _String(200), primary_key=True),
+    sa.Column("prompt_id", _String(64), primary_key=True),
+    sa.Column("prompt", _Text, nullable=False),
+    sa.Column("answer", _Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+eval_runs = sa.Table(
+    "eval_runs", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow, index=True),
+    sa.Column("suite", _String(100), nullable=False, index=True),
+    sa.Column("target", _String(200), nullable=False),
+    sa.Column("status", _String(20), nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+)
 
 
 collections = sa.Table(
@@ -177,6 +252,12 @@ class Tables:
     answer_cache: sa.Table = answer_cache
     audit_log: sa.Table = audit_log
     vault: sa.Table = vault
+    spans: sa.Table = spans
+    feedback: sa.Table = feedback
+    alerts: sa.Table = alerts
+    drift_runs: sa.Table = drift_runs
+    golden_answers: sa.Table = golden_answers
+    eval_runs: sa.Table = eval_runs
 
 
 def _m001_initial(conn: Connection) -> None:
@@ -199,12 +280,29 @@ def _m004_guard(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE collections ADD COLUMN pii VARCHAR(20) NOT NULL DEFAULT 'off'"))
 
 
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _m005_observe(conn: Connection) -> None:
+    for table in (spans, feedback, alerts, drift_runs, golden_answers, eval_runs):
+        table.create(conn, checkfirst=True)
+    _add_column(conn, "calls", "trace_id", "VARCHAR(32)")
+    _add_column(conn, "calls", "app", "VARCHAR(200)")
+    _add_column(conn, "api_keys", "cost_budget_usd", "FLOAT")
+    existing = {i["name"] for i in sa.inspect(conn).get_indexes("calls")}
+    if "ix_calls_trace_id" not in existing:
+        conn.execute(sa.text("CREATE INDEX ix_calls_trace_id ON calls (trace_id)"))
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_knowledge", _m002_knowledge),
     ("m003_audit_log", _m003_audit_log),
     ("m004_guard", _m004_guard),
+    ("m005_observe", _m005_observe),
 ]
 
 _migration_log = sa.Table(
