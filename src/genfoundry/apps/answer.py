@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import utcnow
+from genfoundry.core.tracing import span
 from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Message, Usage
 from genfoundry.knowledge.analysis import analyze
 from genfoundry.knowledge.base import KnowledgeBase
@@ -192,7 +193,8 @@ class GroundedAnswerer:
             return passages, None
         spec = self.hub.resolve(model)
         passages = prompt_passages(passages, spec)
-        return passages, build_prompt(question, passages, spec=spec, history=history)
+        with span("prompt", {"genfoundry.prompt.passages": len(passages)}):
+            return passages, build_prompt(question, passages, spec=spec, history=history)
 
     async def answer(self, collection: str, question: str, *, model: str = DEFAULT_ALIAS,
                      options: RetrievalOptions | None = None, history: list[Message] | None = None,

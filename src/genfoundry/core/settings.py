@@ -67,6 +67,13 @@ class Settings(BaseModel):
     guard: bool = Field(True, description="Run the guard's rails (policy from guard_policy) on every chat, completion, embedding and grounded-answer request through the gateway.")
     guard_policy: Path | None = Field(None, description="YAML policy file for the guard's rails; unset: home/guard.yaml when it exists, else the built-in default policy (docs/guard.md).")
     vault_key_file: Path | None = Field(None, description="File holding the vault's 256-bit key (made by `genfoundry guard keygen`); the GENFOUNDRY_VAULT_KEY environment variable takes precedence; default home/vault.key.")
+    tracing: bool = Field(True, description="Record a trace (OpenTelemetry spans) of every /v1 request in the store; `genfoundry traces` and the console show them.")
+    trace_content: bool = Field(False, description="Put prompts and answers in spans (gen_ai.input.messages, gen_ai.output.messages), as the model saw them after the guard; off: spans hold only metadata.")
+    otlp_endpoint: str | None = Field(None, description="Also export spans over OTLP/HTTP to this collector, e.g. http://localhost:4318 (Jaeger, Grafana Tempo, Phoenix, Langfuse); unset: traces stay local.")
+    otlp_headers: str | None = Field(None, description="Headers for the OTLP exporter as key=value pairs separated by commas, e.g. an Authorization header for a hosted collector.")
+    service_name: str = Field("genfoundry", description="service.name of the exported spans.")
+    trace_retention_days: int = Field(30, ge=1, description="Spans older than this are deleted when the gateway starts.")
+    budget_warn_fraction: float = Field(0.8, gt=0, le=1, description="Share of a key's dollar budget at which responses carry an X-Genfoundry-Budget-Warning header and a budget.warning alert is recorded.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")
 
     @property

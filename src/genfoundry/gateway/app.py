@@ -31,10 +31,13 @@ from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.models.routes import router as models_router
 from genfoundry.gateway.quotas import Quotas
 from genfoundry.gateway.runtime import Runtime
+from genfoundry.gateway.tracing import TraceMiddleware
 from genfoundry.guard.engine import open_guard
 from genfoundry.models.builtin import register_builtins
 from genfoundry.models.hub import ModelHub
+from genfoundry.observe.alerts import has_alert_since, record_alert
 from genfoundry.observe.calls import CallRecorder
+from genfoundry.observe.tracing import Tracing, prune_spans
 
 __all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "create_app"]
 
@@ -47,10 +50,17 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", p
                         status_code=status, headers=headers)
 
 
+GUARD_CODES = ("guard_blocked", "sensitivity_exceeds_clearance")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GenfoundryError)
     async def on_genfoundry_error(request: Request, exc: GenfoundryError):
-        headers = {"Retry-After": str(int(round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+        if exc.code in GUARD_CODES:
+            runtime = getattr(request.app.state, "runtime", None)
+            if runtime is not None:
+                runtime.metrics.guard_blocks.labels(exc.param or exc.code).inc()
+        headers = {"Retry-After": str(round(exc.retry_after))} if isinstance(exc, RateLimited) else None
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -165,6 +175,19 @@ def _openapi(app: FastAPI) -> dict:
     return schema
 
 
+def _budget_alert(runtime: Runtime, state) -> None:
+    """One alert per key, kind and budget period."""
+    kind = "budget.exceeded" if state.exceeded else "budget.warning"
+    subject = f"key:{state.key.id}"
+    if has_alert_since(runtime.store, kind=kind, subject=subject, since=state.period_start):
+        return
+    record_alert(runtime.store, kind=kind, severity="critical" if state.exceeded else "warning", subject=subject,
+                 message=state.header(), details={"key": state.key.name, "spent_usd": state.spent_usd,
+                                                  "budget_usd": state.budget_usd,
+                                                  "period": state.key.budget_period})
+    runtime.metrics.alerts.labels(kind).inc()
+
+
 def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
     """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
 
@@ -178,6 +201,10 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         recorder = CallRecorder(store, log_content=settings.log_content)
         runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder,
                           quotas=Quotas(store, default_rpm=settings.default_rpm), metrics=Metrics())
+        runtime.quotas.on_budget = lambda state: _budget_alert(runtime, state)
+        if settings.tracing:
+            await asyncio.to_thread(prune_spans, store, older_than_days=settings.trace_retention_days)
+            runtime.tracing = Tracing(settings, store)
         runtime.guard = open_guard(settings, store, hub)  # a bad policy or a missing vault key stops here
         if runtime.guard is not None:
             await asyncio.to_thread(runtime.guard.warm_up)
@@ -193,6 +220,8 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                     runtime.kb.close()
             finally:
                 recorder.close()  # pending call records are written even if a model failed to close
+                if runtime.tracing is not None:
+                    runtime.tracing.shutdown()  # pending spans too
                 store.close()
 
     app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan,
@@ -224,5 +253,6 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(TraceMiddleware)  # outermost: refused bodies are traced too
     app.openapi = lambda: _openapi(app)
     return app

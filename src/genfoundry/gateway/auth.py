@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from genfoundry.core.errors import PermissionDenied
+from genfoundry.core.tracing import span
 from genfoundry.gateway.keys import ApiKey, verify_key
 
 __all__ = ["authenticate", "require_role"]
@@ -21,10 +22,18 @@ def _bearer(request: Request) -> str | None:
 def authenticate(request: Request) -> ApiKey:
     """FastAPI dependency: the caller's active key, then its rate and budget checks."""
     rt = request.app.state.runtime
-    key = verify_key(rt.store, _bearer(request))
-    rt.quotas.check_rate(key)
-    rt.quotas.check_budget(key)
+    with span("gateway.auth") as item:
+        key = verify_key(rt.store, _bearer(request))
+        item.set_attributes({"genfoundry.key.id": key.id, "genfoundry.key.name": key.name,
+                             "genfoundry.key.role": key.role})
+        rt.quotas.check_rate(key)
+        budget = rt.quotas.check_budget(key, warn_fraction=rt.settings.budget_warn_fraction)
+        if budget is not None:
+            rt.metrics.budget_used.labels(key.name).set(budget.ratio)
+            if budget.warn:
+                request.state.budget_warning = budget.header()
     request.state.key = key
+    request.state.key_id = key.id
     return key
 
 

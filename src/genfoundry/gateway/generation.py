@@ -12,6 +12,7 @@ a time to first token and one code path is tested.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +20,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
 from genfoundry.core.errors import (
     ConfigError, GenfoundryError, ModelNotFound, PermissionDenied, ProviderError,
 )
+from genfoundry.core.tracing import SpanKind, current_trace_id, start_span
 from genfoundry.core.types import Generation, GenerationChunk, GenerationRequest, Message, Usage
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
@@ -112,6 +116,8 @@ class GenerationRun:
         self._final: GenerationChunk | None = None
         self._recorded = False
         self.screen = None  # the guard's decisions for this request, when the guard runs
+        self.trace_id = current_trace_id()
+        self._span = None
 
     async def start(self, check=None, *, guard: bool = True) -> None:
         """Find a model that starts generating; errors here become HTTP errors.
@@ -156,13 +162,43 @@ class GenerationRun:
 
     async def _start_on(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self._span = self._open_span(spec)
+        try:
+            await self._start_model(spec)
+        except BaseException as exc:
+            self._span.record_exception(exc)
+            self._span.set_status(StatusCode.ERROR, type(exc).__name__)
+            self._span.end()
+            self._span = None
+            raise
+
+    def _open_span(self, spec: ModelSpec):
+        """The model call's span, named and described per the OpenTelemetry GenAI conventions."""
+        request = self.request
+        operation = "chat" if request.messages is not None else "text_completion"
+        item = start_span(f"{operation} {spec.name}", {
+            "gen_ai.operation.name": operation, "gen_ai.provider.name": spec.provider,
+            "gen_ai.request.model": self.ctx.requested_model, "gen_ai.response.model": spec.name,
+            "gen_ai.request.max_tokens": request.max_tokens, "gen_ai.request.temperature": request.temperature,
+            "gen_ai.request.top_p": request.top_p, "gen_ai.response.id": self.ctx.id,
+            "genfoundry.stream": self.ctx.stream, "genfoundry.fallback_from": self.fallback_from,
+        }, kind=SpanKind.CLIENT)
+        if self.rt.settings.trace_content and item.is_recording():
+            item.set_attribute("gen_ai.input.messages", json.dumps(
+                [{"role": m.role, "content": m.content} for m in request.messages] if request.messages is not None
+                else [{"role": "user", "content": request.prompt}]))
+        return item
+
+    async def _start_model(self, spec: ModelSpec) -> None:
         model = await self.rt.hub.load_chat(spec.name)
         gate = self.rt.admission(model)
         self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting + 1)
+        waited = time.perf_counter()
         try:
             await self._stack.enter_async_context(gate.slot())
         finally:
             self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting)
+        self._span.set_attribute("genfoundry.queue_wait_ms", (time.perf_counter() - waited) * 1000)
         clock = self.rt.clock(spec.name)
         self._share_start = clock.begin()
         self._stack.callback(self._end_clock, clock)
@@ -210,17 +246,41 @@ class GenerationRun:
         error = getattr(self, "_error", None)
         http_status = {"ok": 200, "cancelled": 499}.get(status, getattr(error, "status_code", 500))
         self._record(status=status, http_status=http_status, usage=usage, cost=cost, error=error)
+        self._end_span(status, usage, cost, error)
         model = self.spec.name
         metrics = self.rt.metrics
         metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
         metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
         if cost:
-            metrics.cost.labels(model).inc(cost)
+            key = self.ctx.key.name if self.ctx.key else ""
+            metrics.cost.labels(model, key, self.ctx.app or "").inc(cost)
         if self._ttft is not None:
             metrics.ttft.labels(model).observe(self._ttft)
         gate = self.rt.admissions.get(model)
         if gate is not None:
             metrics.running.labels(model).set(gate.running)
+
+    def _end_span(self, status: str, usage: Usage, cost: float | None, error) -> None:
+        item, self._span = self._span, None
+        if item is None:
+            return
+        if item.is_recording():
+            final = self._final
+            item.set_attributes({
+                "gen_ai.usage.input_tokens": usage.prompt_tokens, "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "gen_ai.response.finish_reasons": [final.finish_reason] if final and final.finish_reason else [],
+                "genfoundry.status": status})
+            if cost is not None:
+                item.set_attribute("genfoundry.cost_usd", cost)
+            if self._ttft is not None:
+                item.set_attribute("genfoundry.ttft_ms", self._ttft * 1000)
+            if self.rt.settings.trace_content and status == "ok":
+                item.set_attribute("gen_ai.output.messages", json.dumps(
+                    [{"role": "assistant", "content": "".join(self._text)}]))
+            if error is not None:
+                item.record_exception(error)
+                item.set_status(StatusCode.ERROR, type(error).__name__)
+        item.end()
 
     def _record_failure(self, exc: BaseException) -> None:
         error = exc if isinstance(exc, GenfoundryError) else None
@@ -250,4 +310,5 @@ class GenerationRun:
             error_message=str(error)[:2000] if error else None,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             ttft_ms=self._ttft * 1000 if self._ttft is not None else None, cost_usd=cost,
-            fallback_from=self.fallback_from, request=self.ctx.body, response=response))
+            fallback_from=self.fallback_from, request=self.ctx.body, response=response,
+            trace_id=self.trace_id, app=self.ctx.app))

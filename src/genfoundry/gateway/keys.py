@@ -33,6 +33,7 @@ __all__ = [
     "ensure_admin_key",
     "list_keys",
     "revoke_key",
+    "set_budget",
     "verify_key",
 ]
 
@@ -57,6 +58,7 @@ class ApiKey:
     allowed_models: list[str] | None
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    cost_budget_usd: float | None = None  # dollars per budget_period
 
     @property
     def active(self) -> bool:
@@ -75,13 +77,15 @@ def _row_to_key(row) -> ApiKey:
     return ApiKey(id=m["id"], name=m["name"], prefix=m["prefix"], role=m["role"],
                   rpm_limit=m["rpm_limit"], token_budget=m["token_budget"],
                   budget_period=m["budget_period"], allowed_models=m["allowed_models"],
-                  created_at=m["created_at"], revoked_at=m["revoked_at"])
+                  created_at=m["created_at"], revoked_at=m["revoked_at"], cost_budget_usd=m["cost_budget_usd"])
 
 
 def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: int | None = None,
                token_budget: int | None = None, budget_period: str = "month",
-               allowed_models: list[str] | None = None, actor: str = "local") -> tuple[str, ApiKey]:
+               allowed_models: list[str] | None = None, cost_budget_usd: float | None = None,
+               actor: str = "local") -> tuple[str, ApiKey]:
     """Create a key; returns the secret (shown once) and the stored record. Audited."""
+    _check_cost_budget(cost_budget_usd)
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, not '{role}'")
     if budget_period not in PERIODS:
@@ -99,12 +103,45 @@ def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: i
         conn.execute(table.insert().values(
             id=key_id, name=name, key_hash=_hash(secret), prefix=secret[:12], role=role,
             rpm_limit=rpm_limit, token_budget=token_budget, budget_period=budget_period,
-            allowed_models=allowed_models, created_at=utcnow()))
+            allowed_models=allowed_models, cost_budget_usd=cost_budget_usd, created_at=utcnow()))
         row = conn.execute(sa.select(table).where(table.c.id == key_id)).one()
     record(store, action="key.create", actor=actor, target=key_id,
            details={"name": name, "role": role, "rpm_limit": rpm_limit, "token_budget": token_budget,
-                    "allowed_models": allowed_models})
+                    "allowed_models": allowed_models, "cost_budget_usd": cost_budget_usd})
     return secret, _row_to_key(row)
+
+
+def _check_cost_budget(value: float | None) -> None:
+    if value is not None and not (0 < value < 1e12):
+        raise InvalidRequest("cost budget must be a positive number of dollars", param="cost_budget_usd")
+
+
+def set_budget(store: Store, id_or_name: str, *, cost_budget_usd: float | None = None,
+               token_budget: int | None = None, budget_period: str | None = None,
+               actor: str = "local") -> ApiKey:
+    """Change a key's budgets (None leaves a value as it is; 0 removes it). Audited."""
+    key = _find(store, id_or_name)
+    values: dict = {}
+    if cost_budget_usd is not None:
+        if cost_budget_usd != 0:
+            _check_cost_budget(cost_budget_usd)
+        values["cost_budget_usd"] = cost_budget_usd or None
+    if token_budget is not None:
+        if token_budget < 0 or token_budget > MAX_TOKEN_BUDGET:
+            raise InvalidRequest(f"token budget must be between 0 and {MAX_TOKEN_BUDGET}")
+        values["token_budget"] = token_budget or None
+    if budget_period is not None:
+        if budget_period not in PERIODS:
+            raise InvalidRequest(f"budget period must be one of {', '.join(PERIODS)}")
+        values["budget_period"] = budget_period
+    if not values:
+        raise InvalidRequest("say what to change: a cost budget, a token budget or a budget period")
+    table = store.tables.api_keys
+    with store.begin() as conn:
+        conn.execute(table.update().where(table.c.id == key.id).values(**values))
+        row = conn.execute(sa.select(table).where(table.c.id == key.id)).one()
+    record(store, action="key.budget", actor=actor, target=key.id, details=values)
+    return _row_to_key(row)
 
 
 def list_keys(store: Store, *, include_revoked: bool = False) -> list[ApiKey]:
@@ -114,6 +151,19 @@ def list_keys(store: Store, *, include_revoked: bool = False) -> list[ApiKey]:
         query = query.where(table.c.revoked_at.is_(None))
     with store.begin() as conn:
         return [_row_to_key(r) for r in conn.execute(query)]
+
+
+def _find(store: Store, id_or_name: str) -> ApiKey:
+    table = store.tables.api_keys
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(table).where(
+            sa.or_(table.c.id == id_or_name, table.c.name == id_or_name),
+            table.c.revoked_at.is_(None))).all()
+    if not rows:
+        raise NotFound(f"no active key with id or name '{id_or_name}'; run `genfoundry keys list`")
+    if len(rows) > 1:
+        raise InvalidRequest(f"several keys are named '{id_or_name}'; use the id")
+    return _row_to_key(rows[0])
 
 
 def revoke_key(store: Store, id_or_name: str, *, actor: str = "local") -> ApiKey:

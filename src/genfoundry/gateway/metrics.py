@@ -17,8 +17,8 @@ class Metrics:
                                 labels, registry=self.registry)
         self.tokens = Counter("genfoundry_tokens_total", "Tokens by model and kind (prompt, completion).",
                               ("model", "kind"), registry=self.registry)
-        self.cost = Counter("genfoundry_cost_usd_total", "Dollars spent by model.", ("model",),
-                            registry=self.registry)
+        self.cost = Counter("genfoundry_cost_usd_total", "Dollars spent by model, key and app.",
+                            ("model", "key", "app"), registry=self.registry)
         self.latency = Histogram("genfoundry_request_latency_seconds", "Request latency.",
                                  ("endpoint", "model"), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.ttft = Histogram("genfoundry_time_to_first_token_seconds", "Time to first token.",
@@ -27,6 +27,17 @@ class Metrics:
                                  registry=self.registry)
         self.running = Gauge("genfoundry_running_requests", "Requests a model is serving now.", ("model",),
                              registry=self.registry)
+
+        self.guard_blocks = Counter("genfoundry_guard_blocks_total",
+                                    "Requests the guard refused, by rule (input.injection, routing, ...).",
+                                    ("rule",), registry=self.registry)
+        self.feedback = Counter("genfoundry_feedback_total", "Feedback received, by rating.", ("rating",),
+                                registry=self.registry)
+        self.alerts = Counter("genfoundry_alerts_total", "Alerts recorded (drift, budgets), by kind.", ("kind",),
+                              registry=self.registry)
+        self.budget_used = Gauge("genfoundry_budget_used_ratio",
+                                 "Share of its dollar budget a key has spent this period (updated per request).",
+                                 ("key",), registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

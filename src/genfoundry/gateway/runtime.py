@@ -34,6 +34,7 @@ class Runtime:
     clocks: dict[str, SharedClock] = field(default_factory=dict)
     kb: KnowledgeBase | None = None
     guard: Any = None  # genfoundry.guard.engine.Guard when the guard is on
+    tracing: Any = None  # genfoundry.observe.tracing.Tracing when tracing is on
 
     def knowledge(self) -> KnowledgeBase:
         """The knowledge base, opened on first use (the vector store may be a remote PostgreSQL)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from genfoundry.core import audit
 from genfoundry.core.errors import ConfigError, GenfoundryError, PermissionDenied
+from genfoundry.core.tracing import span
 from genfoundry.core.types import Message
 from genfoundry.guard.policy import Policy, PolicySet
 from genfoundry.guard.rails import Rails
@@ -165,6 +166,17 @@ class Guard:
     async def screen_input(self, *, call_id: str, key, model: str, messages: list[Message],
                            app: str | None = None, label: str | None = None,
                            collections: dict[str, str] | None = None, record: bool = True) -> Screen:
+        with span("guard.input") as item:
+            screen = await self._screen_input(call_id=call_id, key=key, model=model, messages=messages, app=app,
+                                              label=label, collections=collections, record=record, item=item)
+            item.set_attributes({"genfoundry.guard.policy": screen.policy_name,
+                                 "genfoundry.guard.sensitivity": screen.sensitivity,
+                                 "genfoundry.guard.model": screen.model,
+                                 "genfoundry.guard.decisions": len(screen.decisions)})
+            return screen
+
+    async def _screen_input(self, *, call_id, key, model, messages, app, label, collections, record,
+                            item) -> Screen:
         name, policy = self.policies.select(key=key, app=app)
         spec = self.hub.resolve(model)
         screen = Screen(call_id=call_id, policy_name=name, policy=policy, requested_model=model,
@@ -186,6 +198,8 @@ class Guard:
                 self._route(screen)
         except (GuardBlocked, SensitivityRefused) as exc:
             screen.decisions.append(Decision("input", getattr(exc, "rule", "routing"), "block", note=str(exc)))
+            item.set_attributes({"genfoundry.guard.policy": screen.policy_name,
+                                 "genfoundry.guard.blocked": getattr(exc, "rule", "routing")})
             if record:
                 await asyncio.to_thread(self._record, screen, outcome="blocked")
             raise
@@ -239,9 +253,11 @@ class Guard:
             config = getattr(policy.input, rail_name)
             if config.mode == "off":
                 continue
-            rail = self.rails.get(rail_name, config)
-            found = [(i, f) for i, text in user for f in rail.check(text)]
-            self._apply(screen, "input", rail_name, config, found)
+            with span(f"guard.rail input.{rail_name}", {"genfoundry.guard.mode": config.mode}) as item:
+                rail = self.rails.get(rail_name, config)
+                found = [(i, f) for i, text in user for f in rail.check(text)]
+                item.set_attribute("genfoundry.guard.findings", len(found))
+                self._apply(screen, "input", rail_name, config, found)
         self._pii(screen)
 
     def _apply(self, screen: Screen, stage: str, rail_name: str, config, found) -> bool:
@@ -262,6 +278,11 @@ class Guard:
         config = screen.policy.input.pii
         if config.mode == "off":
             return
+        with span("guard.rail input.pii", {"genfoundry.guard.mode": config.mode}) as item:
+            self._pii_rail(screen, config)
+            item.set_attribute("genfoundry.guard.findings", len(screen.pii_found or []))
+
+    def _pii_rail(self, screen: Screen, config) -> None:
         detector = self.rails.pii(config)
         wanted = detector.entities
         if config.apply == "uncleared":
@@ -329,9 +350,12 @@ class Guard:
         config = screen.policy.context.injection
         if config.mode == "off" or not passages:
             return list(range(len(passages)))
-        rail = self.rails.get("injection", config)
-        found = await asyncio.to_thread(lambda: [(i, f) for i, p in enumerate(passages) for f in rail.check(p)])
-        drop = self._apply(screen, "context", "injection", config, found)
+        with span("guard.rail context.injection", {"genfoundry.guard.mode": config.mode,
+                                                    "genfoundry.guard.passages": len(passages)}) as item:
+            rail = self.rails.get("injection", config)
+            found = await asyncio.to_thread(lambda: [(i, f) for i, p in enumerate(passages) for f in rail.check(p)])
+            item.set_attribute("genfoundry.guard.findings", len(found))
+            drop = self._apply(screen, "context", "injection", config, found)
         bad = {i for i, _ in found} if drop else set()
         return [i for i in range(len(passages)) if i not in bad]
 
@@ -346,6 +370,12 @@ class Guard:
     async def finish(self, screen: Screen, out: OutputScreen | None = None,
                      extra: list[Decision] | None = None) -> None:
         """Wait for the request's audit entry; add one for what the output rails found."""
+        with span("guard.output") as item:
+            if out is not None:
+                item.set_attribute("genfoundry.guard.findings", len(out.findings))
+            await self._finish(screen, out, extra)
+
+    async def _finish(self, screen: Screen, out: OutputScreen | None, extra: list[Decision] | None) -> None:
         if screen.recorded is not None:
             await screen.recorded
         # Decisions made after the request's entry was written (the context rail) go in this one.

@@ -29,6 +29,7 @@ from genfoundry.core.audit import record
 from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
+from genfoundry.core.tracing import span
 from genfoundry.knowledge.collections import Access, Collection, CollectionRegistry
 from genfoundry.knowledge.ingest import IngestEvent, Ingestor, IngestReport, PiiScreen, repair
 from genfoundry.knowledge.retrieval import Passage, Reranker, RetrievalOptions, Retriever
@@ -207,7 +208,14 @@ class KnowledgeBase:
                          embedder=await self.embedder_for(found), reranker=self.reranker)
 
     async def retrieve(self, collection: str, query: str, options: RetrievalOptions | None = None) -> list[Passage]:
-        return await (await self.retriever(collection)).retrieve(query, options)
+        options = options or RetrievalOptions()
+        with span("retrieval", {"genfoundry.collection": collection, "genfoundry.retrieval.mode": options.mode,
+                                "genfoundry.retrieval.limit": options.limit}) as item:
+            passages = await (await self.retriever(collection)).retrieve(query, options)
+            item.set_attribute("genfoundry.retrieval.hits", len(passages))
+            if passages:
+                item.set_attribute("genfoundry.retrieval.top_score", float(passages[0].score))
+            return passages
 
     # -- forget ------------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ class CallRecord:
     fallback_from: str | None = None
     request: Any = None
     response: Any = None
+    trace_id: str | None = None
+    app: str | None = None
     created_at: dt.datetime = field(default_factory=utcnow)
 
 

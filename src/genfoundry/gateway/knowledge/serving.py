@@ -14,6 +14,7 @@ from fastapi import UploadFile
 
 from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
 from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
+from genfoundry.core.tracing import span
 from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.chat.serving import end_stream, output_screen
@@ -194,7 +195,9 @@ def _grounded(screen, text: str, passages: list[str]) -> tuple[str, dict | None]
     from genfoundry.guard.groundedness import check_groundedness
 
     config = screen.policy.output.groundedness
-    report = check_groundedness(text, passages, threshold=config.threshold)
+    with span("guard.rail output.groundedness", {"genfoundry.guard.mode": config.mode}) as item:
+        report = check_groundedness(text, passages, threshold=config.threshold)
+        item.set_attribute("genfoundry.guard.supported_share", report.supported_share)
     dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
     if config.mode == "redact" and not dry:
         text = report.filtered_answer()
