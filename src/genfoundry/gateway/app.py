@@ -25,10 +25,13 @@ from genfoundry.core.store import Store
 from genfoundry.gateway.admin.routes import router as admin_router
 from genfoundry.gateway.chat.routes import router as chat_router
 from genfoundry.gateway.completions.routes import router as completions_router
+from genfoundry.gateway.console.routes import router as console_router
+from genfoundry.gateway.console.routes import static_files
 from genfoundry.gateway.embeddings.routes import router as embeddings_router
 from genfoundry.gateway.knowledge.routes import router as knowledge_router
 from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.models.routes import router as models_router
+from genfoundry.gateway.observe.routes import router as observe_router
 from genfoundry.gateway.quotas import Quotas
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.gateway.tracing import TraceMiddleware
@@ -228,8 +231,9 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
     for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,
-                   admin_router):
+                   admin_router, observe_router, console_router):
         app.include_router(router)
+    app.mount("/console/static", static_files(), name="console-static")
 
     @app.get("/health", tags=["ops"], summary="Liveness and loaded models")
     async def health(request: Request):

@@ -116,10 +116,14 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
     options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, rerank=body.rerank)
     if rt.guard is None:
-        return (await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
+        data = (await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
                                       options=options)).to_dict()
-    return await guarded_answer(rt, ctx, answerer, name, body.question, model=body.model, use_cache=body.cache,
-                                options=options)
+    else:
+        data = await guarded_answer(rt, ctx, answerer, name, body.question, model=body.model,
+                                    use_cache=body.cache, options=options)
+    if not data.get("cached") and data.get("usage", {}).get("total_tokens"):  # a logged model call: feedback can refer to it
+        data["id"] = ctx.id
+    return data
 
 
 @router.post("/v1/collections/{name}/summaries", summary="Summarise a document or the whole collection")
