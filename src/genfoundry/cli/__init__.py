@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from genfoundry.cli import audit, bench, collections, engine, guard, keys, models
+from genfoundry.cli import audit, bench, collections, engine, guard, keys, models, observe
 from genfoundry.cli.chat import chat
 from genfoundry.cli.common import Context
 from genfoundry.cli.knowledge import ask, forget, ingest, search, summarise
@@ -42,6 +42,12 @@ app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bench.app, name="bench")
 app.add_typer(engine.app, name="engine")
+app.add_typer(observe.traces, name="traces")
+app.command("usage")(observe.usage)
+app.add_typer(observe.feedback, name="feedback")
+app.command("alerts")(observe.alerts)
+app.add_typer(observe.drift, name="drift")
+app.add_typer(observe.evals, name="eval")
 
 
 def main() -> None:

@@ -174,3 +174,47 @@ def guard(ctx: typer.Context,
         err_console.print("injection: attacks vs benign text…", style="dim")
         result["injection"] = run_injection_bench(folder)
     _report(context.settings, "guard", result, out)
+
+
+@app.command("observe")
+@handle_errors
+def observe(ctx: typer.Context,
+            single: int = typer.Option(60, min=4, help="Single-stream chat requests per side."),
+            rounds: int = typer.Option(8, min=1, help="Rounds of concurrent streams per side."),
+            concurrency: int = typer.Option(8, min=1, help="Concurrent streaming clients per round."),
+            port: int = typer.Option(8890, help="Port of llama-server; the two gateways take the next two."),
+            out: Path = typer.Option(None, help="Also write the JSON to this file.")):
+    """What tracing costs: the same requests through a gateway with tracing on and one with it off."""
+    from genfoundry.observe.bench import run_observe_bench
+
+    context = get_context(ctx)
+    spec = context.hub().resolve("default")
+    binary = find_llama_server(context.settings.llama_server_path)
+    if binary is None:
+        raise ConfigError("this benchmark needs llama-server; run `genfoundry engine build`")
+    result = run_observe_bench(context.settings, binary=binary, model_path=spec.location, single=single,
+                               rounds=rounds, concurrency=concurrency, port=port,
+                               progress=lambda m: err_console.print(m, style="dim"))
+    _report(context.settings, "observe", result, out)
+
+
+@app.command("drift")
+@handle_errors
+def drift(ctx: typer.Context,
+          window: int = typer.Option(100, min=10, help="Requests per window."),
+          trials: int = typer.Option(50, min=5, help="Windows per shift rate (and unshifted)."),
+          alpha: float = typer.Option(0.05, min=1e-4, max=0.5, help="Significance level of the MMD test."),
+          data: Path = typer.Option(None, help=f"Evaluation data folder holding retrieval/ and weak_supervision/ "
+                                              f"(default: ${GUARD_DATA_ENV}, else ../shared/data beside the "
+                                              "checkout)."),
+          out: Path = typer.Option(None, help="Also write the JSON to this file.")):
+    """Drift detection on a synthetic shift: a new topic mixed in at 10, 20 and 40 %."""
+    from genfoundry.observe.drift_bench import run_drift_bench
+
+    context = get_context(ctx)
+    folder = (data or Path(os.environ.get(GUARD_DATA_ENV) or _CHECKOUT_DATA)).resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"no evaluation data at {folder}; pass --data FOLDER or set {GUARD_DATA_ENV}")
+    err_console.print(f"embedding the sets and running {trials} trials per rate…", style="dim")
+    result = run_drift_bench(folder, window=window, trials=trials, alpha=alpha)
+    _report(context.settings, "drift", result, out)

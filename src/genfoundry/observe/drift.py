@@ -51,6 +51,7 @@ class TopicChange:
     size: int
     terms: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    recent_indices: list[int] = field(default_factory=list)  # rows of the recent window in the cluster
 
 
 def _check(baseline: np.ndarray, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +168,11 @@ def topic_shift(baseline_vecs: np.ndarray, recent_vecs: np.ndarray, baseline_tex
             status = "shrunk"
         else:
             status = "stable"
-        examples = [recent_texts[i][:200] for i in np.flatnonzero(labels[n:] == c)[:3]]
+        members = np.flatnonzero(labels[n:] == c)
+        examples = [recent_texts[i][:200] for i in members[:3]]
         changes.append(TopicChange(cluster=c, status=status, baseline_share=round(base_share, 4),
                                    recent_share=round(recent_share, 4), p_value=round(p, 6), size=a + b,
-                                   terms=names[c], examples=examples))
+                                   terms=names[c], examples=examples, recent_indices=members.tolist()))
     order = {"new": 0, "grown": 1, "shrunk": 2, "stable": 3}
     return sorted(changes, key=lambda t: (order[t.status], -t.recent_share))
 

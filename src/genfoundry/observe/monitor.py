@@ -130,7 +130,8 @@ async def run_request_drift(store: Store, hub, *, recent: tuple[dt.datetime, dt.
         "model": model, "embedding_model": embedding_model, "alpha": alpha,
         "n_baseline": len(base_texts), "n_recent": len(new_texts),
         "mmd": {"statistic": test.statistic, "p_value": test.p_value, "permutations": permutations},
-        "topics": [vars(t) for t in topics], "seconds": round(time.perf_counter() - started, 2),
+        "topics": [{k: v for k, v in vars(t).items() if k != "recent_indices"} for t in topics],
+        "seconds": round(time.perf_counter() - started, 2),
     }
     result["id"] = _store_run(store, kind="requests", subject=subject, drifted=drifted or bool(changed),
                               result=result)
