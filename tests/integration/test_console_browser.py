@@ -17,6 +17,7 @@ import pytest
 
 CHROMIUM = os.environ.get("GENFOUNDRY_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("GENFOUNDRY_SCREENSHOTS", "test-screenshots"))
+pytestmark = pytest.mark.integration
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 

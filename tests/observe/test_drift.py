@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def _hashed(texts):
     vectors = np.zeros((len(texts), 64))
     for row, text in enumerate(texts):
         for word in text.lower().split():
-            vectors[row, hash(word) % 64] += 1
+            vectors[row, zlib.crc32(word.encode()) % 64] += 1
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
 
@@ -153,6 +154,8 @@ def test_drift_bench_on_a_tiny_data_folder(tmp_path):
         enumerate(["swept", "delta", "thin", "thick", "flexible"] * 14)))
     youtube = tmp_path / "weak_supervision" / "youtube"
     youtube.mkdir(parents=True)
+    for split in ("train", "valid"):
+        youtube.joinpath(f"{split}.json").write_text("{}")
     youtube.joinpath("test.json").write_text(json.dumps({
         str(i): {"data": {"text": f"check out my channel subscribe love this song {i}"}, "label": 1}
         for i in range(40)}))

@@ -79,6 +79,9 @@ def _demo(base_url: str, key: str, store, call_model: str) -> None:
     console.print(f"  tokens: {reply.usage.prompt_tokens} in, {reply.usage.completion_tokens} out · "
                   f"latency {elapsed * 1000:.0f} ms" + (f" (first token {ttft:.0f} ms)" if ttft else "")
                   + (f" · cost ${cost:.8f}" if cost is not None else " · cost unknown"))
+    if rows and rows[0].get("trace_id"):
+        console.print(f"  trace: genfoundry traces show {rows[0]['trace_id']}  (or the console's Traces page)",
+                      highlight=False, soft_wrap=True)
 
 
 SAMPLE_COLLECTION = "sample"
@@ -135,6 +138,9 @@ def _howto(base_url: str, key_hint: str) -> None:
     console.print(f"""
 [bold]The gateway is serving on {base_url}[/bold]  (Ctrl-C to stop)
 
+Console (chat, documents, traces, cost, guard, feedback, drift, evaluations):
+  {base_url.removesuffix("/v1")}/console   sign in with the key
+
 curl:
   curl {base_url}/chat/completions -H "Authorization: Bearer {key_hint}" \\
     -H "Content-Type: application/json" \\
@@ -149,7 +155,7 @@ Python:
 Grounded answers from your documents (any OpenAI client; citations in the response):
   genfoundry ingest ./my-docs --collection docs   then model="rag:docs"
 
-More: genfoundry models list · genfoundry logs · genfoundry keys create NAME · genfoundry chat
+More: genfoundry models list · genfoundry logs · genfoundry usage · genfoundry traces list · genfoundry chat
 """, highlight=False, soft_wrap=True)
 
 
