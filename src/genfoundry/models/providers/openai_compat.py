@@ -19,6 +19,7 @@ A few helpers here (:func:`mapped_errors`, :class:`LoopLocalClient`,
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -90,7 +91,9 @@ def _error_fields(body: object, fallback: str) -> tuple[str, str]:
     """The message of an upstream error body, and its code and type joined in one string."""
     inner = body.get("error", body) if isinstance(body, dict) else None
     if not isinstance(inner, dict):
-        return (str(body) if isinstance(body, str) and body else fallback), ""
+        # A proxy's HTML error page, say: a snippet is enough to tell what happened.
+        text = " ".join(body.split()) if isinstance(body, str) else ""
+        return (text[:300] if text else fallback), ""
     kind = " ".join(str(inner[k]) for k in ("code", "type") if inner.get(k) is not None)
     return str(inner.get("message") or fallback), kind
 
@@ -171,6 +174,10 @@ class PartialToolCall:
     def done(self) -> ToolCall:
         return ToolCall(id=self.id or f"call_{uuid.uuid4().hex[:24]}", name=self.name,
                         arguments="".join(self.arguments) or "{}")
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 # -- request mapping -------------------------------------------------------------
@@ -372,10 +379,56 @@ class OpenAICompatModel:
         with self._errors():
             events = await self._endpoint(request).create(**params)
             async with events:  # closing it frees the server's slot when the caller stops early
+                response = getattr(events, "response", None)
+                if response is not None and not _is_event_stream(response):
+                    # Some servers and proxies ignore stream: true and answer in one JSON body.
+                    whole = await self._whole_answer(request, response)
+                    if whole.text:
+                        yield GenerationChunk(text=whole.text)
+                    yield GenerationChunk(finish_reason=whole.finish_reason, usage=whole.usage,
+                                          tool_calls=whole.tool_calls)
+                    return
                 async for event in events:
                     if text := state.absorb(event):
                         yield GenerationChunk(text=text)
+        if state.finish_reason is None and not state.calls:
+            # The stream closed without saying it was done: cut off (a proxy timeout, a crash).
+            got = f"after {len(''.join(state.text))} characters" if any(state.text) else "with no answer"
+            raise ProviderError(f"the server of model '{self.spec.name}' ended its stream {got} and without "
+                                "a finish reason (truncated)")
         yield state.final_chunk(_prompt_text(request))
+
+    async def _whole_answer(self, request: GenerationRequest, response: httpx.Response) -> Generation:
+        """A non-SSE answer to a stream request: a completion if it is one, else a ProviderError."""
+        body = await response.aread()
+        kind = response.headers.get("content-type", "no content type")
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        where = f"the server of model '{self.spec.name}'"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ProviderError(f"{where} answered a stream request with {kind} (status "
+                                f"{response.status_code}), not events: {snippet!r}") from None
+        if isinstance(data, dict) and data.get("error"):
+            message, _ = _error_fields(data, snippet)
+            raise ProviderError(f"{where} answered with an error (status {response.status_code}): {message}")
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ProviderError(f"{where} answered a stream request with {kind} that is not a completion "
+                                f"(status {response.status_code}): {snippet!r}")
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        text = (message.get("content") if request.is_chat else choice.get("text")) or ""
+        calls = [ToolCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                          name=(c.get("function") or {}).get("name", ""),
+                          arguments=(c.get("function") or {}).get("arguments") or "{}")
+                 for c in message.get("tool_calls") or [] if isinstance(c, dict)] or None
+        reported = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        usage = Usage(prompt_tokens=int(reported.get("prompt_tokens") or 0),
+                      completion_tokens=int(reported.get("completion_tokens") or 0)) if reported else Usage(
+            prompt_tokens=estimate_tokens(_prompt_text(request)), completion_tokens=estimate_tokens(text))
+        finish = "tool_calls" if calls else (choice.get("finish_reason") or "stop")
+        return Generation(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
 
     # -- embeddings --------------------------------------------------------------
     async def embed(self, texts: list[str]) -> Embeddings:
