@@ -283,16 +283,18 @@ class Guard:
             item.set_attribute("genfoundry.guard.findings", len(screen.pii_found or []))
 
     def _pii_rail(self, screen: Screen, config) -> None:
-        detector = self.rails.pii(config)
-        wanted = detector.entities
+        from genfoundry.guard.pii import detector_entities
+
+        wanted = detector_entities(config.find, ner=config.ner)  # without loading the detector (spaCy)
         if config.apply == "uncleared":
             wanted = {e for e in wanted if level_index(config.level_of(e)) > level_index(screen.clearance)}
         if not wanted:
             screen.decisions.append(Decision("input", "pii", "skip",
                                              note=f"model '{screen.model}' is cleared for {screen.clearance}"))
             return
+        detector = self.rails.pii(config)
         found = [(i, f) for i, m in enumerate(screen.messages) if m.content
-                 for f in detector.check(m.content) if f.kind in wanted]
+                 for f in detector.check(m.content, wanted)]
         screen.pii_found = found
         if not self._apply(screen, "input", "pii", config, found):
             return

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from genfoundry.core.errors import ConfigError
 
-__all__ = ["KEY_ENV", "ensure_vault_key", "generate_key_file", "key_file_path", "load_vault_key", "open_vault"]
+__all__ = ["KEY_ENV", "ensure_vault_key", "generate_key_file", "key_file_path", "load_vault_key", "open_vault",
+           "vault_holds_values"]
 
 KEY_ENV = "GENFOUNDRY_VAULT_KEY"
 KEY_BYTES = 32
@@ -101,3 +102,8 @@ def _held(store) -> int:
 
     with store.begin() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(store.tables.vault)).scalar_one()
+
+
+def vault_holds_values(store) -> bool:
+    """Whether the vault has values (then only their own key may open it)."""
+    return _held(store) > 0

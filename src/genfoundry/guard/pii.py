@@ -34,6 +34,7 @@ __all__ = [
     "PiiDetector",
     "Redaction",
     "check_entities",
+    "detector_entities",
     "redact",
 ]
 
@@ -43,7 +44,7 @@ NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIM
 PII_ENTITIES = NER_ENTITIES | frozenset({
     "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "US_ITIN",
     "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "URL", "CRYPTO", "MEDICAL_LICENSE", "STREET_ADDRESS",
-    "ZIP_CODE", "UK_NHS", "MAC_ADDRESS",
+    "ZIP_CODE", "UK_NHS", "MAC_ADDRESS", "COORDINATES",
 })
 _STREET = (r"(?i:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
            r"Ter|Parkway|Pkwy|Square|Sq|Highway|Hwy|Circle|Cir|Crescent|Close|Alley|Row|Trail|Plaza|"
@@ -131,7 +132,15 @@ def _extra_recognizers() -> list:
         ("UK postcode", r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b", 0.3),
         ("CA postal code", r"\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b", 0.3),
     ], ["zip", "postal", "postcode", "zipcode"])
-    return [street, zip_code, _PhoneRecognizer(), _DomainRecognizer()]
+    coordinates = _pattern("COORDINATES", "CoordinatesRecognizer", [
+        # 48.8584, 2.2945 / -33.8688,151.2093 (decimal degrees, at least 3 decimals)
+        ("decimal degrees", r"(?<![\w.])[-+]?(?:[1-8]?\d|90)\.\d{3,9}°?\s*[NS]?\s*[,;/ ]\s*"
+                            r"[-+]?(?:1[0-7]\d|0?\d{1,2}|180)\.\d{3,9}°?\s*[EW]?(?![\w.])", 0.5),
+        # 48°51'30"N 2°17'40"E
+        ("degrees minutes seconds", r"\b\d{1,2}°\s*\d{1,2}['′]\s*(?:\d{1,2}(?:\.\d+)?[\"″]\s*)?[NS]"
+                                    r"[,\s]+\d{1,3}°\s*\d{1,2}['′]\s*(?:\d{1,2}(?:\.\d+)?[\"″]\s*)?[EW]\b", 0.7),
+    ], ["coordinates", "gps", "lat", "latitude", "location", "position"])
+    return [street, zip_code, coordinates, _PhoneRecognizer(), _DomainRecognizer()]
 
 
 def _result(recognizer, entity: str, start: int, end: int, score: float):
@@ -240,7 +249,8 @@ def _analyzer(ner: bool):
             nlp_engine = _nlp_engine(ner)
             registry = RecognizerRegistry(supported_languages=["en"])
             registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp_engine)
-            for name in ("PhoneRecognizer", "UrlRecognizer", "StreetAddressRecognizer", "PostalCodeRecognizer"):
+            for name in ("PhoneRecognizer", "UrlRecognizer", "StreetAddressRecognizer", "PostalCodeRecognizer",
+                         "CoordinatesRecognizer"):
                 registry.remove_recognizer(name)  # Presidio's own, and ours if its loader found them
             for recognizer in _extra_recognizers():
                 registry.add_recognizer(recognizer)
@@ -259,6 +269,12 @@ def check_entities(entities: Collection[str] | None) -> frozenset[str]:
     return frozenset(entities)
 
 
+def detector_entities(entities: Collection[str] | None, *, ner: bool = True) -> frozenset[str]:
+    """The entity types a detector built with these arguments looks for."""
+    found = check_entities(entities)
+    return found if ner else found - NER_ENTITIES
+
+
 class PiiDetector:
     """Finds PII (a guard rail: ``check`` returns findings without the values).
 
@@ -271,9 +287,7 @@ class PiiDetector:
 
     def __init__(self, *, entities: Collection[str] | None = None, ner: bool = True,
                  min_score: float = DEFAULT_MIN_SCORE):
-        self.entities = check_entities(entities)
-        if not ner:
-            self.entities = self.entities - NER_ENTITIES
+        self.entities = detector_entities(entities, ner=ner)
         self.ner = ner and bool(self.entities & NER_ENTITIES)
         self.min_score = min_score
         self._lock = threading.Lock()
@@ -281,12 +295,18 @@ class PiiDetector:
     def warm_up(self) -> None:
         _analyzer(self.ner)
 
-    def check(self, text: str) -> list[Finding]:
-        if not text or not text.strip() or not self.entities:
+    def check(self, text: str, entities: Collection[str] | None = None) -> list[Finding]:
+        """Findings of the detector's entity types (or of ``entities`` among them).
+
+        Overlaps are resolved among the types asked for only, so a wider match of a type
+        nobody asked for (a place name around a street address) cannot hide one that was.
+        """
+        wanted = self.entities if entities is None else self.entities & frozenset(entities)
+        if not text or not text.strip() or not wanted:
             return []
-        analyzer = _analyzer(self.ner)
+        analyzer = _analyzer(self.ner and bool(wanted & NER_ENTITIES))  # no NER types asked: no spaCy run
         with self._lock:  # spaCy's pipeline is not documented as thread-safe
-            results = analyzer.analyze(text=text, language="en", entities=sorted(self.entities),
+            results = analyzer.analyze(text=text, language="en", entities=sorted(wanted),
                                        score_threshold=self.min_score)
         return _resolve_overlaps([
             Finding("pii", r.entity_type, float(r.score), r.start, r.end,

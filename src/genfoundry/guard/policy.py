@@ -61,13 +61,19 @@ PiiAction = Literal["redact", "mask", "tokenize"]
 Role = Literal["admin", "developer", "app"]
 
 # How sensitive a request is that carries each kind of PII (unredacted). Payment and identity
-# numbers are restricted; what identifies or reaches a person is confidential; the rest internal.
+# numbers are restricted; what identifies, reaches or locates a person is confidential (names,
+# contacts, street addresses, postal codes, coordinates, device and network identifiers).
+# Names of places, organisations, dates and groups are public by themselves: "What is the capital
+# of France?" goes to an external model as asked. Together with a person's name they still travel
+# only to cleared models, because the name raises the request's level (docs/guard.md).
 DEFAULT_PII_LEVELS: dict[str, str] = {
     "CREDIT_CARD": "restricted", "IBAN_CODE": "restricted", "US_SSN": "restricted",
     "US_BANK_NUMBER": "restricted", "US_PASSPORT": "restricted", "US_DRIVER_LICENSE": "restricted",
-    "US_ITIN": "restricted", "CRYPTO": "restricted", "MEDICAL_LICENSE": "restricted",
+    "US_ITIN": "restricted", "CRYPTO": "restricted", "MEDICAL_LICENSE": "restricted", "UK_NHS": "restricted",
     "PERSON": "confidential", "EMAIL_ADDRESS": "confidential", "PHONE_NUMBER": "confidential",
-    "STREET_ADDRESS": "confidential", "IP_ADDRESS": "confidential",
+    "STREET_ADDRESS": "confidential", "ZIP_CODE": "confidential", "COORDINATES": "confidential",
+    "IP_ADDRESS": "confidential", "MAC_ADDRESS": "confidential",
+    "LOCATION": "public", "ORGANIZATION": "public", "DATE_TIME": "public", "NRP": "public", "URL": "public",
 }
 DEFAULT_PII_LEVEL = "internal"
 

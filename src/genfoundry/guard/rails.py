@@ -13,6 +13,8 @@ from genfoundry.guard.types import Embed, Rail
 
 __all__ = ["Rails"]
 
+WARM_UP_TEXT = "Hello, please tell me about the weather in the city today."
+
 
 class Rails:
     def __init__(self, *, embed: Embed | None = None, fixed: dict[str, Rail] | None = None):
@@ -32,6 +34,7 @@ class Rails:
                 if rail is None:
                     rail = self._build(name, config)
                     rail.warm_up()
+                    rail.check(WARM_UP_TEXT)  # first calls pay for lazy imports and caches; not a request
                     self._built[key] = rail
         return rail
 
