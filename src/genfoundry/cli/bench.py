@@ -53,6 +53,18 @@ def gateway(ctx: typer.Context,
     _report(context.settings, "gateway", result)
 
 
+@app.command("start")
+@handle_errors
+def start(ctx: typer.Context,
+          requests: int = typer.Option(3, min=2, help="Sequential streaming requests after ready.")):
+    """Cold start: time to live and to ready of a fresh `serve`, and the first requests' time to first token,
+    warmed at start (the default) against loaded on first use (--lazy)."""
+    from genfoundry.bench.start import run_start_bench
+
+    result = run_start_bench(requests=requests, progress=lambda m: err_console.print(m, style="dim"))
+    _report(get_context(ctx).settings, "start", result)
+
+
 def _report(settings, name: str, result: dict, out: Path | None = None) -> None:
     """Print the JSON and save it under GENFOUNDRY_HOME/runs (and in ``out`` when given)."""
     text = json.dumps(result, indent=2)

@@ -23,12 +23,18 @@ DEMO_EXAMPLE = [{"role": "user", "content": "What is the capital of Italy?"},
 DEMO_QUESTION = "What is the capital of France?"
 
 
-def _start(ctx: typer.Context, host: str | None, port: int | None, preload: list[str]) -> uvicorn.Server:
+def _context(ctx: typer.Context, host: str | None, port: int | None):
+    """The command's context with --host and --port applied (before anything reads the settings)."""
     context = get_context(ctx)
     if host:
         context.overrides["host"] = host
     if port is not None:
         context.overrides["port"] = port
+    return context
+
+
+def _start(ctx: typer.Context, preload: list[str]) -> uvicorn.Server:
+    context = get_context(ctx)
     settings = context.settings
     context.hub()  # registers the built-ins before the server starts
     app = create_app(settings, preload=preload)
@@ -36,15 +42,36 @@ def _start(ctx: typer.Context, host: str | None, port: int | None, preload: list
                                          log_level="warning", timeout_graceful_shutdown=5))
 
 
+def _first_start(context) -> None:
+    """What a fresh home needs before the gateway can start: the vault key (mode 600).
+
+    Not when the vault already holds values: a new key could not read them, so the
+    gateway refuses to start until the old key is restored.
+    """
+    from genfoundry.guard.keys import vault_holds_values
+
+    if vault_holds_values(context.store):
+        return
+    if made := ensure_vault_key(context.settings):  # the guard's vault encrypts PII with it
+        console.print(f"Created the vault key {made} (mode 600; back it up: without it, vaulted values are lost).",
+                      soft_wrap=True)
+
+
 @handle_errors
 def serve(ctx: typer.Context,
           host: str = typer.Option(None, help="Address to listen on (setting: host)."),
           port: int = typer.Option(None, help="Port to listen on (setting: port)."),
-          preload: list[str] = typer.Option(None, "--preload", help="Load these models at start (repeatable).")):
-    """Run the gateway in the foreground."""
-    server = _start(ctx, host, port, preload or [])
-    s = get_context(ctx).settings
-    console.print(f"genfoundry gateway on http://{s.host}:{s.port}/v1 (home {s.home})")
+          preload: list[str] = typer.Option(None, "--preload", help="Load and warm these models at start "
+                                            "(repeatable; default: the preload setting, the built-in models)."),
+          lazy: bool = typer.Option(False, "--lazy", help="Load models on first use instead (ready at once).")):
+    """Run the gateway in the foreground; /health answers 200 once the preloaded models are warm."""
+    context = _context(ctx, host, port)
+    names = [] if lazy else (preload or context.settings.preload_models)
+    server = _start(ctx, names)
+    _first_start(context)
+    s = context.settings
+    console.print(f"genfoundry gateway on http://{s.host}:{s.port}/v1 (home {s.home}); "
+                  + (f"warming up {', '.join(names)}…" if names else "models load on first use"), soft_wrap=True)
     server.run()
 
 
@@ -57,6 +84,18 @@ def _run_in_thread(server: uvicorn.Server) -> threading.Thread:
             raise ConfigError("the gateway did not start; is the port free? try --port")
         time.sleep(0.05)
     return thread
+
+
+def _wait_ready(server: uvicorn.Server, thread: threading.Thread, timeout: float = 600) -> None:
+    """Wait until the gateway's preloaded models are warm (its /health says ready)."""
+    runtime = server.config.app.state.runtime
+    deadline = time.monotonic() + timeout
+    while not runtime.ready:
+        if runtime.startup_error:
+            raise ConfigError(f"the gateway could not warm up its models: {runtime.startup_error}")
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigError("the gateway did not become ready")
+        time.sleep(0.05)
 
 
 def _demo(base_url: str, key: str, store, call_model: str) -> None:
@@ -165,19 +204,21 @@ def up(ctx: typer.Context,
        port: int = typer.Option(None, help="Port to listen on (setting: port)."),
        exit_after_demo: bool = typer.Option(False, "--exit-after-demo", help="Stop after the demo request (for scripts and CI).")):
     """Set up the built-in models and an admin key, start the gateway, and show it answering."""
-    context = get_context(ctx)
-    server = _start(ctx, host, port, ["default", "default-embedding"])
+    context = _context(ctx, host, port)
+    server = _start(ctx, context.settings.preload_models or ["default", "default-embedding"])
     s = context.settings
     admin = ensure_admin_key(context.store)
     if admin:
         console.print("Created an admin API key. It is shown only now; keep it:")
         print(admin)
-    if made := ensure_vault_key(s):  # the guard's vault encrypts PII with it
-        console.print(f"Created the vault key {made} (back it up).")
+    _first_start(context)
     demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="developer")
     console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…",
                   soft_wrap=True)
     thread = _run_in_thread(server)
+    started = time.perf_counter()
+    _wait_ready(server, thread)
+    console.print(f"  ready: models loaded and warmed in {time.perf_counter() - started:.1f} s")
     base_url = f"http://{s.host}:{s.port}/v1"
     try:
         _demo(base_url, demo_secret, context.store, "default")

@@ -74,11 +74,16 @@ class Settings(BaseModel):
     service_name: str = Field("genfoundry", description="service.name of the exported spans.")
     trace_retention_days: int = Field(30, ge=1, description="Spans older than this are deleted when the gateway starts.")
     budget_warn_fraction: float = Field(0.8, gt=0, le=1, description="Share of a key's dollar budget at which responses carry an X-Genfoundry-Budget-Warning header and a budget.warning alert is recorded.")
+    preload: str = Field("default,default-embedding", description="Models `serve` and `up` load and run once at start, comma-separated; /health answers 503 'starting' until they are warm, then 200. Empty: load models on first use.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'genfoundry.db'}"
+
+    @property
+    def preload_models(self) -> list[str]:
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
 
     @property
     def models_dir(self) -> Path:
@@ -89,8 +94,12 @@ class Settings(BaseModel):
         return self.home / "vectors"
 
     def ensure_home(self) -> None:
+        """Make the home folders, readable by their owner only (keys, vault and call content live here)."""
         for sub in (self.home, self.models_dir, self.home / "runs"):
-            sub.mkdir(parents=True, exist_ok=True)
+            fresh = not sub.exists()
+            sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if fresh:
+                os.chmod(sub, 0o700)  # mkdir's mode is cut by the umask
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

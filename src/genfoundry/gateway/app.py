@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from genfoundry import __version__
 from genfoundry.core.errors import GenfoundryError, PayloadTooLarge, RateLimited
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
+from genfoundry.core.types import Message
 from genfoundry.gateway.admin.routes import router as admin_router
 from genfoundry.gateway.chat.routes import router as chat_router
 from genfoundry.gateway.completions.routes import router as completions_router
@@ -42,7 +44,7 @@ from genfoundry.observe.alerts import has_alert_since, record_alert
 from genfoundry.observe.calls import CallRecorder
 from genfoundry.observe.tracing import Tracing, prune_spans
 
-__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "create_app"]
+__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "create_app", "warm_model"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,46 @@ def _budget_alert(runtime: Runtime, state) -> None:
     runtime.metrics.alerts.labels(kind).inc()
 
 
+async def warm_model(model) -> None:
+    """Run a model once (one token, or one embedding): engines page their weights in, allocate
+    their buffers and compile their kernels on the first call, not on a user's request."""
+    from genfoundry.core.types import GenerationRequest
+
+    spec = model.spec
+    if spec.can("chat") or spec.can("completion"):
+        # A chat turn when the model chats: it also warms the chat template (the common path).
+        request = GenerationRequest(messages=[Message(role="user", content="Hello")], max_tokens=2,
+                                    temperature=0.0) if spec.can("chat") else \
+            GenerationRequest(prompt="Hello", max_tokens=2, temperature=0.0)
+        stream = model.stream(request)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
+    elif spec.can("embedding"):
+        await model.embed(["warm up"])
+
+
+async def _warm_up(runtime: Runtime, names: list[str]) -> None:
+    started = time.perf_counter()
+    try:
+        for name in names:
+            model = await runtime.hub.load(name)
+            if model.spec.name not in runtime.warmed:
+                await warm_model(model)
+                runtime.warmed.add(model.spec.name)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        runtime.startup_error = f"{type(exc).__name__}: {exc}"
+        log.error("warming up the preloaded models failed: %s", runtime.startup_error)
+        return
+    runtime.ready = True
+    if names:
+        log.info("ready: %s loaded and warmed in %.1f s", ", ".join(names), time.perf_counter() - started)
+
+
 def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
     """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
 
@@ -212,11 +254,15 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         if runtime.guard is not None:
             await asyncio.to_thread(runtime.guard.warm_up)
         app.state.runtime = runtime
-        for name in preload or []:
-            await hub.load(name)
+        # The server answers (liveness) at once; it is ready once the preloaded models are
+        # loaded and have run once, so the first request is as fast as the next.
+        runtime.ready = not preload
+        warming = asyncio.create_task(_warm_up(runtime, preload), name="warm-up") if preload else None
         try:
             yield
         finally:
+            if warming is not None:
+                warming.cancel()
             try:
                 await hub.close()
                 if runtime.kb is not None:
@@ -235,9 +281,19 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         app.include_router(router)
     app.mount("/console/static", static_files(), name="console-static")
 
-    @app.get("/health", tags=["ops"], summary="Liveness and loaded models")
+    @app.get("/health/live", tags=["ops"], summary="Liveness: the process answers")
+    async def live():
+        return {"status": "alive", "version": __version__}
+
+    @app.get("/health", tags=["ops"], summary="Readiness (503 until the preloaded models are warm) and loaded models")
+    @app.get("/health/ready", tags=["ops"], summary="Readiness, as /health")
     async def health(request: Request):
         rt = request.app.state.runtime
+        if not rt.ready:
+            failed = rt.startup_error is not None
+            return JSONResponse({"status": "failed" if failed else "starting", "version": __version__,
+                                 "error": rt.startup_error, "models_loaded": sorted(rt.hub.loaded())},
+                                status_code=503)
         engines = {}
         for name, model in rt.hub.loaded().items():
             engine = getattr(model, "engine", None)

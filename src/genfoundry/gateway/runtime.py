@@ -35,6 +35,9 @@ class Runtime:
     kb: KnowledgeBase | None = None
     guard: Any = None  # genfoundry.guard.engine.Guard when the guard is on
     tracing: Any = None  # genfoundry.observe.tracing.Tracing when tracing is on
+    ready: bool = False  # the preloaded models are loaded and warm (/health answers 200)
+    startup_error: str | None = None  # why warming up failed (/health answers 503 with it)
+    warmed: set[str] = field(default_factory=set)
 
     def knowledge(self) -> KnowledgeBase:
         """The knowledge base, opened on first use (the vector store may be a remote PostgreSQL)."""

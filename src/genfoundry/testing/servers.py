@@ -69,11 +69,12 @@ def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> Runnin
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited: {(home / 'gateway.log').read_text()[-3000:]}")
-        try:
+        try:  # 503 while the preloaded models warm up, 200 once they are ready
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return RunningGateway(home=home, port=port, key=secret, proc=proc)
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
     raise RuntimeError("gateway did not start in 240 s")
 
