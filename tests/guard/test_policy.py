@@ -51,7 +51,7 @@ def test_default_policy_blocks_injection_and_redacts_pii_for_uncleared_models():
     assert policy.input.pii.level_of("PERSON") == "confidential"
 
 
-def test_select_by_app_then_key_then_role_then_default():
+def test_select_by_key_then_role_then_app_then_default():
     policies = parse_policies(POLICY)
     assert policies.select(key=None, app="helpdesk")[0] == "support"
     assert policies.select(key=_key(name="bot-key"))[0] == "support"
@@ -102,3 +102,36 @@ def test_policy_changes_are_audited_once_per_change(store):
     newest, oldest = audit.entries(store, action="guard.policy")
     assert newest.target == "/etc/guard.yaml" and newest.details["previous"] == oldest.details["sha256"]
     assert newest.details["policies"] == ["default", "support"]
+
+
+LAX_AND_STRICT = """\
+version: 1
+policies:
+  default: {}
+  strict:
+    input:
+      injection: {mode: block}
+  lax:
+    input:
+      injection: {mode: off}
+      pii: {mode: off}
+assign:
+  keys: {partner-key: strict}
+  roles: {app: strict}
+  apps:
+    console: lax
+    reports: {policy: lax, keys: [reporting-key]}
+"""
+
+
+def test_key_and_role_assignments_bind_whatever_app_the_client_names():
+    policies = parse_policies(LAX_AND_STRICT)
+    # Naming the console's app must not give a strictly bound key the console's lax policy.
+    assert policies.select(key=_key(name="partner-key", role="developer"), app="console")[0] == "strict"
+    assert policies.select(key=_key(name="any-app", role="app"), app="console")[0] == "strict"
+    # A key with no assignment of its own may claim an open app...
+    assert policies.select(key=_key(name="dev", role="developer"), app="console")[0] == "lax"
+    # ...but only the keys an app admits may claim a restricted one.
+    assert policies.select(key=_key(name="dev", role="developer"), app="reports")[0] == "default"
+    assert policies.select(key=_key(name="reporting-key", role="developer"), app="reports")[0] == "lax"
+    assert policies.select(key=None, app="reports")[0] == "default"

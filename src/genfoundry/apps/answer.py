@@ -198,10 +198,12 @@ class GroundedAnswerer:
 
     async def answer(self, collection: str, question: str, *, model: str = DEFAULT_ALIAS,
                      options: RetrievalOptions | None = None, history: list[Message] | None = None,
-                     use_cache: bool = True, screen: ScreenPassages | None = None) -> Answer:
+                     use_cache: bool = True, screen: ScreenPassages | None = None, cache_scope: str = "") -> Answer:
+        """``cache_scope`` separates cached answers built under different rules (the guard's policy and the
+        caller's role): an answer made under one is never served under another."""
         started = time.perf_counter()
         options = options or RetrievalOptions()
-        key = _cache_key(collection, question, model, options) if not history else None
+        key = _cache_key(collection, question, model, options, cache_scope) if not history else None
         if use_cache and key and (cached := self._cached(key)):
             cached.latency_ms = (time.perf_counter() - started) * 1000
             return cached
@@ -263,7 +265,7 @@ class GroundedAnswerer:
                                                documents=sorted(documents)))
 
 
-def _cache_key(collection: str, question: str, model: str, options: RetrievalOptions) -> str:
+def _cache_key(collection: str, question: str, model: str, options: RetrievalOptions, scope: str = "") -> str:
     raw = json.dumps([collection, " ".join(question.lower().split()), model, options.mode, options.limit,
-                      options.where, options.mmr, options.rerank], sort_keys=True, default=str)
+                      options.where, options.mmr, options.rerank, scope], sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -55,9 +55,10 @@ def ingest(ctx: typer.Context,
            collection: str = typer.Option(..., "--collection", "-c", help="Collection to ingest into."),
            tag: list[str] = typer.Option(None, "--tag", help="Tag every document (repeat for several)."),
            create: bool = typer.Option(True, help="Create the collection when it does not exist."),
-           clearance: str = typer.Option("internal", help="Clearance of a new collection: public, internal, "
-                                                          "confidential or restricted."),
-           pii: str = typer.Option("off", help="PII in a new collection's documents: off, label, redact or tokenize."),
+           clearance: str = typer.Option(None, help="Clearance of a new collection: public, internal (default), "
+                                                    "confidential or restricted; for an existing one it must match."),
+           pii: str = typer.Option(None, help="PII in a new collection's documents: off (default), label, redact "
+                                              "or tokenize; for an existing one it must match."),
            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Ingest files into a collection: unchanged files are skipped, changed ones replaced."""
     context = get_context(ctx)

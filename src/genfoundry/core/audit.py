@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from genfoundry.core.store import Store, utcnow
 
-__all__ = ["AuditEntry", "AuditReport", "GENESIS", "entries", "record", "verify"]
+__all__ = ["AuditEntry", "AuditReport", "GENESIS", "entries", "keyed_fingerprint", "record", "verify"]
 
 GENESIS = "0" * 64  # the "previous hash" of the first entry
 _RETRIES = 20
@@ -111,3 +111,26 @@ def verify(store: Store) -> AuditReport:
             report.problems.append(f"entry {entry.seq} ({entry.action}) was changed after it was written")
         expected_seq, prev = entry.seq + 1, entry.hash
     return report
+
+
+def keyed_fingerprint(home, text: str) -> str:
+    """A fingerprint of ``text`` for the audit log that cannot be checked against guesses without the
+    installation's secret (``home/audit.key``, 32 random bytes, mode 600, made on first use): a plain hash
+    of an e-mail address that was forgotten could be confirmed by hashing candidate addresses."""
+    import hmac
+    import os
+    import secrets
+    from pathlib import Path
+
+    path = Path(home) / "audit.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it meanwhile
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+    key = path.read_bytes()
+    return "hmac:" + hmac.new(key, text.encode(), "sha256").hexdigest()[:32]

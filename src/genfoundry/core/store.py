@@ -101,6 +101,9 @@ calls = sa.Table(
     # Added by m005: the trace of the request and the app that made it.
     sa.Column("trace_id", _String(32), nullable=True, index=True),
     sa.Column("app", _String(200), nullable=True),
+    # Added by m006: the collections whose passages the call used (readers without access to them see
+    # its content redacted).
+    sa.Column("collections", sa.JSON, nullable=True),
 )
 sa.Index("ix_calls_key_created", calls.c.key_id, calls.c.created_at)
 
@@ -296,6 +299,10 @@ def _m005_observe(conn: Connection) -> None:
         conn.execute(sa.text("CREATE INDEX ix_calls_trace_id ON calls (trace_id)"))
 
 
+def _m006_call_collections(conn: Connection) -> None:
+    _add_column(conn, "calls", "collections", "JSON")
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -303,6 +310,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m003_audit_log", _m003_audit_log),
     ("m004_guard", _m004_guard),
     ("m005_observe", _m005_observe),
+    ("m006_call_collections", _m006_call_collections),
 ]
 
 _migration_log = sa.Table(

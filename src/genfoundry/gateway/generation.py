@@ -135,11 +135,13 @@ class GenerationRun:
                     else self.request.messages
                 self.screen = await self.rt.guard.screen_input(
                     call_id=self.ctx.id, key=self.ctx.key, model=self.ctx.requested_model,
-                    messages=messages, app=self.ctx.app, label=self.ctx.label, collections=self.ctx.collections)
+                    messages=messages, app=self.ctx.app, label=self.ctx.label, collections=self.ctx.collections,
+                    tools=self.request.tools)
                 if prompt:
                     self.request.prompt = self.screen.messages[0].content
                 else:
                     self.request.messages = self.screen.messages
+                self.request.tools = self.screen.tools
             if self.screen is not None:
                 target, admit = self.screen.model, self.screen.admits
             found = candidates(self.rt, target, self.ctx.key, admit)
@@ -311,4 +313,5 @@ class GenerationRun:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             ttft_ms=self._ttft * 1000 if self._ttft is not None else None, cost_usd=cost,
             fallback_from=self.fallback_from, request=self.ctx.body, response=response,
-            trace_id=self.trace_id, app=self.ctx.app))
+            trace_id=self.trace_id, app=self.ctx.app,
+            collections=sorted(self.ctx.collections) if self.ctx.collections else None))

@@ -22,11 +22,18 @@ from collections.abc import Callable
 from genfoundry.guard.keys import open_vault
 from genfoundry.guard.pii import PiiDetector, redact
 
-__all__ = ["CollectionPii", "collection_scope"]
+__all__ = ["CollectionPii", "collection_scope", "neutralise_tokens"]
 
 
 def collection_scope(collection: str) -> str:
     return f"collection:{collection}"
+
+
+def neutralise_tokens(text: str) -> str:
+    """Literal token text (``<PERSON_1>``) as ``‹PERSON_1›``: readable, never taken for a vault token."""
+    from genfoundry.guard.vault import TOKEN_PATTERN
+
+    return TOKEN_PATTERN.sub(lambda m: f"\u2039{m.group(0)[1:-1]}\u203a", text)
 
 
 class CollectionPii:
@@ -48,6 +55,9 @@ class CollectionPii:
         detector, scope = self._detector, collection_scope(collection.name)
 
         def screen(text: str) -> tuple[str, list[str]]:
+            # Text that looks like a vault token (<PERSON_1>) is not one: written into a document, it
+            # could otherwise be "restored" to a value the vault holds for someone else's document.
+            text = neutralise_tokens(text)
             findings = detector.check(text)
             kinds = sorted({f.kind for f in findings})
             if findings and mode in ("redact", "tokenize"):
@@ -57,6 +67,24 @@ class CollectionPii:
 
     def forget(self, collection: str, tokens: list[str]) -> None:
         self.vault().forget(collection_scope(collection), tokens)
+
+    def drop(self, collection: str) -> int:
+        """Delete every vaulted value of a collection (it is being deleted); returns how many went."""
+        from genfoundry.guard.keys import load_vault_key
+
+        if load_vault_key(self.settings) is None:
+            return 0  # no key, no vault: nothing was ever tokenized
+        return self.vault().forget(collection_scope(collection))
+
+    def find(self, collection: str, needle: str) -> list[str]:
+        """The tokens whose vaulted value contains ``needle`` (any case): forgetting a value must reach the
+        documents that hold it only as a token."""
+        from genfoundry.guard.keys import load_vault_key
+
+        if load_vault_key(self.settings) is None:
+            return []
+        needle = needle.lower()
+        return sorted(t for t, v in self.vault().values(collection_scope(collection)).items() if needle in v.lower())
 
     def restore_map(self, collection: str, texts: list[str]) -> dict[str, str]:
         """Token -> value for the tokens of a collection that appear in ``texts``."""

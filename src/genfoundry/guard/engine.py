@@ -23,6 +23,8 @@ goes into the hash-chained audit log with its evidence, which is what
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -127,6 +129,7 @@ class Screen:
     pii_redacted: bool = False
     recorded: asyncio.Task | None = None
     recorded_decisions: int = 0  # how many of ``decisions`` the request's audit entry holds
+    tools: list[dict] | None = None  # the request's tool definitions, as the model may see them
 
     def admits(self, spec) -> bool:
         """Whether a fallback model is cleared for this request."""
@@ -165,10 +168,14 @@ class Guard:
     # -- input ---------------------------------------------------------------------------------
     async def screen_input(self, *, call_id: str, key, model: str, messages: list[Message],
                            app: str | None = None, label: str | None = None,
-                           collections: dict[str, str] | None = None, record: bool = True) -> Screen:
+                           collections: dict[str, str] | None = None, record: bool = True,
+                           tools: list[dict] | None = None) -> Screen:
+        """The input rails on a request. Besides message text, the PII rail reads every other text the
+        model would see: tool-call arguments in assistant turns and the text in tool definitions."""
         with span("guard.input") as item:
             screen = await self._screen_input(call_id=call_id, key=key, model=model, messages=messages, app=app,
-                                              label=label, collections=collections, record=record, item=item)
+                                              label=label, collections=collections, record=record, item=item,
+                                              tools=tools)
             item.set_attributes({"genfoundry.guard.policy": screen.policy_name,
                                  "genfoundry.guard.sensitivity": screen.sensitivity,
                                  "genfoundry.guard.model": screen.model,
@@ -176,12 +183,16 @@ class Guard:
             return screen
 
     async def _screen_input(self, *, call_id, key, model, messages, app, label, collections, record,
-                            item) -> Screen:
+                            item, tools=None) -> Screen:
         name, policy = self.policies.select(key=key, app=app)
         spec = self.hub.resolve(model)
+        fields = _text_fields(messages, tools)
+        # Other texts ride along as extra messages of their own role: the PII rail reads every message,
+        # the injection and content rails only user and tool turns.
         screen = Screen(call_id=call_id, policy_name=name, policy=policy, requested_model=model,
-                        model=spec.name, clearance=spec.clearance, messages=list(messages),
-                        key_id=key.id if key else None)
+                        model=spec.name, clearance=spec.clearance,
+                        messages=[*messages, *(Message(role=FIELD_ROLE, content=text) for _, text in fields)],
+                        key_id=key.id if key else None, tools=tools)
         levels = [self._label(screen, label)] if label else []
         for collection, clearance in (collections or {}).items():
             levels.append(clearance)
@@ -196,6 +207,7 @@ class Guard:
             if _max_level(levels) != screen.sensitivity:
                 screen.sensitivity = _max_level(levels)
                 self._route(screen)
+            _put_back(screen, len(messages), fields)
         except (GuardBlocked, SensitivityRefused) as exc:
             screen.decisions.append(Decision("input", getattr(exc, "rule", "routing"), "block", note=str(exc)))
             item.set_attributes({"genfoundry.guard.policy": screen.policy_name,
@@ -525,3 +537,53 @@ def open_guard(settings, store, hub, *, loop: asyncio.AbstractEventLoop | None =
     uses_topics = any(p.input.topics.mode != "off" for p in policies.policies.values())
     embed = hub_embedder(hub, loop or asyncio.get_running_loop()) if uses_topics else None
     return Guard(policies=policies, store=store, hub=hub, vault=vault, embed=embed, source=source)
+
+
+FIELD_ROLE = "x-field"  # an extra message holding another text of the request (tool arguments, tool definitions)
+
+
+def _text_fields(messages: list[Message], tools: list[dict] | None) -> list[tuple[tuple, str]]:
+    """(where, text) of every text a model sees besides message content."""
+    found: list[tuple[tuple, str]] = []
+    for i, message in enumerate(messages):
+        for j, call in enumerate(message.tool_calls or []):
+            if call.arguments:
+                found.append((("call", i, j), call.arguments))
+
+    def walk(value, path):
+        if isinstance(value, str):
+            if value.strip():
+                found.append((("tool", *path), value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*path, k))
+        elif isinstance(value, list):
+            for k, v in enumerate(value):
+                walk(v, (*path, k))
+    walk(tools or [], ())
+    return found
+
+
+def _put_back(screen: Screen, count: int, fields: list[tuple[tuple, str]]) -> None:
+    """Move the (maybe redacted) extra texts back where they came from; drop the extra messages."""
+    if not fields:
+        return
+    texts = [m.content for m in screen.messages[count:]]
+    messages = screen.messages[:count]
+    tools = copy.deepcopy(screen.tools)
+    for (where, original), text in zip(fields, texts):
+        if text == original:
+            continue
+        if where[0] == "call":
+            _, i, j = where
+            message = messages[i]
+            calls = list(message.tool_calls)
+            calls[j] = dataclasses.replace(calls[j], arguments=text)
+            messages[i] = dataclasses.replace(message, tool_calls=calls)
+        else:
+            target = tools
+            for step in where[1:-1]:
+                target = target[step]
+            target[where[-1]] = text
+    screen.messages = messages
+    screen.tools = tools

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from genfoundry.core.errors import ConfigError
 
 __all__ = [
+    "AppAssignment",
     "Assign",
     "ContextRails",
     "DEFAULT_PII_LEVELS",
@@ -183,10 +184,25 @@ class Policy(_Strict):
     restore_for: list[Role] = Field(default_factory=lambda: ["admin", "developer", "app"], description="Roles whose answers get vault tokens replaced by the original values.")
 
 
+class AppAssignment(_Strict):
+    policy: str
+    keys: list[str] = Field(default_factory=list, description="Key names or ids that may claim this app; with roles empty too: any key without a key or role assignment of its own.")
+    roles: list[Role] = Field(default_factory=list, description="Key roles that may claim this app.")
+
+    def admits(self, key) -> bool:
+        if not self.keys and not self.roles:
+            return True
+        return key is not None and (key.name in self.keys or key.id in self.keys or key.role in self.roles)
+
+
 class Assign(_Strict):
-    keys: dict[str, str] = Field(default_factory=dict, description="API key name or id -> policy.")
-    apps: dict[str, str] = Field(default_factory=dict, description="App name -> policy.")
-    roles: dict[Role, str] = Field(default_factory=dict, description="Key role -> policy.")
+    keys: dict[str, str] = Field(default_factory=dict, description="API key name or id -> policy; binds.")
+    apps: dict[str, str | AppAssignment] = Field(default_factory=dict, description="App name (the X-Genfoundry-App header or metadata.app) -> policy, or {policy, keys, roles} naming who may claim the app; honoured only for keys without a key or role assignment, and only for the keys it admits.")
+    roles: dict[Role, str] = Field(default_factory=dict, description="Key role -> policy; binds.")
+
+    def app(self, name: str) -> AppAssignment | None:
+        found = self.apps.get(name)
+        return AppAssignment(policy=found) if isinstance(found, str) else found
 
 
 class PolicySet(_Strict):
@@ -198,7 +214,8 @@ class PolicySet(_Strict):
     def _references(self):
         if "default" not in self.policies:
             raise ValueError("a policy named 'default' is required (it applies to everything not assigned)")
-        for where, table in (("keys", self.assign.keys), ("apps", self.assign.apps), ("roles", self.assign.roles)):
+        apps = {app: self.assign.app(app).policy for app in self.assign.apps}
+        for where, table in (("keys", self.assign.keys), ("apps", apps), ("roles", self.assign.roles)):
             for who, name in table.items():
                 if name not in self.policies:
                     raise ValueError(f"assign.{where}.{who} names policy '{name}', which is not defined; "
@@ -206,13 +223,19 @@ class PolicySet(_Strict):
         return self
 
     def select(self, *, key=None, app: str | None = None) -> tuple[str, Policy]:
-        """The policy for a request: by app, then key name or id, then role, then default."""
+        """The policy for a request: the key's own assignment (name or id), then its role's, then the app
+        it names (only when the app admits the key), then default.
+
+        Assignments by key and role bind: a client cannot pick a laxer policy by naming an app.
+        """
         name = None
-        if app and app in self.assign.apps:
-            name = self.assign.apps[app]
-        elif key is not None:
+        if key is not None:
             name = (self.assign.keys.get(key.name) or self.assign.keys.get(key.id)
                     or self.assign.roles.get(key.role))
+        if name is None and app:
+            claimed = self.assign.app(app)
+            if claimed is not None and claimed.admits(key):
+                name = claimed.policy
         name = name or "default"
         return name, self.policies[name]
 

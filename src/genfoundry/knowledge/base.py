@@ -25,7 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from genfoundry.core.audit import record
+from genfoundry.core.audit import keyed_fingerprint, record
 from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
@@ -149,6 +149,11 @@ class KnowledgeBase:
         record(self.store, action="collection.delete", actor=actor, target=name)
         if name in await asyncio.to_thread(self.vectors.collections):
             await asyncio.to_thread(self.vectors.drop_collection, name)
+        self._drop_answers(name, document_ids=set(), everything=True)
+        if self.pii is not None:
+            # Its vaulted values go with it: a collection made later under the same name must not
+            # find them (tokens in its documents would be "restored" to them).
+            await asyncio.to_thread(self.pii.drop, name)
         self.registry.delete(name)
 
     def documents(self, collection: str) -> list[DocumentInfo]:
@@ -180,18 +185,24 @@ class KnowledgeBase:
         return await self.hub.load_embedding(collection.embedding_model)
 
     async def ingest(self, collection: str, paths: Sequence[Path] = (), *, files: Sequence[tuple[Path, str]] = (),
-                     tags: Sequence[str] = (), create: bool = False, clearance: str = "internal",
-                     pii: str = DEFAULT_COLLECTION_PII,
+                     tags: Sequence[str] = (), create: bool = False, clearance: str | None = None,
+                     pii: str | None = None,
                      on_progress: Callable[[IngestEvent], None] | None = None) -> IngestReport:
         """Ingest folders and files (``paths``) and named files (``files``: (path, source) pairs).
 
-        ``clearance`` and ``pii`` apply to a collection this creates.
+        ``clearance`` and ``pii`` apply to a collection this creates (defaults: internal, off). For an
+        existing collection they must match what it has: an ingest that asks for a stricter collection
+        than the one found (say, pre-created by someone else as public, PII off) is refused, not
+        silently run under the weaker settings.
         """
         found = self.registry.find(collection)
         if found is None and create:
-            found = await self.create_collection(collection, clearance=clearance, pii=pii)
+            found = await self.create_collection(collection, clearance=clearance or "internal",
+                                                 pii=pii or DEFAULT_COLLECTION_PII)
         elif found is None:
             self.registry.get(collection)  # raises the helpful error
+        else:
+            _check_matches(found, clearance=clearance, pii=pii)
         ingestor = Ingestor(store=self.store, vectors=self.vectors, collection=found,
                             embedder=await self.embedder_for(found), batch_size=self.settings.embed_batch_size,
                             max_file_bytes=math.floor(self.settings.max_file_mb * 2**20), on_progress=on_progress,
@@ -266,18 +277,24 @@ class KnowledgeBase:
         names = list(collections) if collections else [c.name for c in self.collections()]
         # The request is audited by a fingerprint: the log must not keep what it was asked to forget.
         record(self.store, action="knowledge.forget_match", actor=actor,
-               target=hashlib.sha256(needle.lower().encode()).hexdigest()[:16],
+               target=keyed_fingerprint(self.settings.home, needle.lower()),
                details={"collections": names, "erase_call_logs": erase_calls})
         report = ForgetReport(documents=[], chunks=0, answers=0, calls=0)
         for name in names:
-            self.registry.get(name)
-            ids = await asyncio.to_thread(self.vectors.find_text, name, needle)
+            found = self.registry.get(name)
+            ids = set(await asyncio.to_thread(self.vectors.find_text, name, needle))
+            if found.pii == "tokenize" and self.pii is not None:
+                # In such a collection the value is in the vault and the documents hold its token.
+                for token in await asyncio.to_thread(self.pii.find, name, needle):
+                    ids |= set(await asyncio.to_thread(self.vectors.find_text, name, token))
             doc_ids = sorted({c.document_id for c in await asyncio.to_thread(
-                self.vectors.get, name, where={"id": ids})}) if ids else []
+                self.vectors.get, name, where={"id": sorted(ids)})}) if ids else []
             if doc_ids:
+                tokens = set().union(*(self._vault_tokens(name, d) for d in doc_ids))
                 report.chunks += await asyncio.to_thread(self.vectors.delete, name, where={"document_id": doc_ids})
                 self._drop_documents(doc_ids)
                 report.documents += doc_ids
+                self._forget_tokens(name, tokens)
             await asyncio.to_thread(self.vectors.optimize, name)
             report.answers += self._drop_answers(name, document_ids=set(doc_ids), needle=needle)
         if erase_calls:
@@ -290,13 +307,14 @@ class KnowledgeBase:
         with self.store.begin() as conn:
             conn.execute(table.delete().where(table.c.id.in_(ids)))
 
-    def _drop_answers(self, collection: str, *, document_ids: set[str], needle: str | None = None) -> int:
+    def _drop_answers(self, collection: str, *, document_ids: set[str], needle: str | None = None,
+                      everything: bool = False) -> int:
         cache = self.store.tables.answer_cache
         with self.store.begin() as conn:
             rows = conn.execute(sa.select(cache.c.key, cache.c.documents, cache.c.question, cache.c.answer)
                                 .where(cache.c.collection == collection)).all()
             doomed = [key for key, docs, question, answer in rows
-                      if set(docs or []) & document_ids
+                      if everything or set(docs or []) & document_ids
                       or (needle and needle.lower() in f"{question} {answer}".lower())]
             if doomed:
                 conn.execute(cache.delete().where(cache.c.key.in_(doomed)))
@@ -353,3 +371,14 @@ def _strings(value) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return [value] if isinstance(value, str) else []
+
+
+def _check_matches(found: Collection, *, clearance: str | None, pii: str | None) -> None:
+    asked = {"clearance": clearance, "pii": pii}
+    differ = {k: v for k, v in asked.items() if v is not None and v != getattr(found, k)}
+    if differ:
+        wanted = ", ".join(f"{k} {v}" for k, v in differ.items())
+        has = ", ".join(f"{k} {getattr(found, k)}" for k in differ)
+        raise InvalidRequest(f"collection {found.name!r} already exists with {has}, not {wanted} as asked; "
+                             "nothing was ingested. Check who made it (`genfoundry collections show "
+                             f"{found.name}`), then delete it or ingest without those options", param="collection")

@@ -99,6 +99,10 @@ class PiiScreen(Protocol):
 
     def forget(self, collection: str, tokens: list[str]) -> None: ...
 
+    def drop(self, collection: str) -> int: ...
+
+    def find(self, collection: str, needle: str) -> list[str]: ...
+
 
 class Ingestor:
     """Writes documents into one collection (see the module docstring)."""

@@ -31,7 +31,7 @@ from genfoundry.core.errors import ConfigError, GenfoundryError
 from genfoundry.core.types import GenerationRequest, Message
 from genfoundry.models.hub import ModelHub
 
-__all__ = ["ChatModelReranker", "CrossEncoderReranker", "open_reranker"]
+__all__ = ["ChatModelReranker", "CrossEncoderReranker", "MAX_GRADED", "open_reranker"]
 
 _GRADE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
                  "required": ["score"]}
@@ -69,26 +69,42 @@ class CrossEncoderReranker:
         return [float(s) for s in scores]
 
 
-class ChatModelReranker:
-    """Asks a chat model to grade each passage 0-10 for the question (one call per passage)."""
+MAX_GRADED = 20  # model calls per search at most; passages past it keep their order, below the graded ones
 
-    def __init__(self, hub: ModelHub, model: str):
+
+class ChatModelReranker:
+    """Asks a chat model to grade each passage 0-10 for the question (one call per passage, at most
+    ``max_graded`` per search). ``generate`` runs each call (the gateway passes its guarded, metered
+    lifecycle for the caller's key); default: the hub's model directly (the local CLI)."""
+
+    def __init__(self, hub: ModelHub, model: str, *, generate=None, max_graded: int = MAX_GRADED):
         self.hub = hub
         self.model = model
+        self.generate = generate
+        self.max_graded = max_graded
 
     async def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        chat = await self.hub.load_chat(self.model)
-        use_json = chat.spec.can("json")
+        spec = self.hub.resolve(self.model)
+        if self.generate is None:
+            chat = await self.hub.load_chat(self.model)
+            generate = lambda _model, request: chat.generate(request)  # noqa: E731
+        else:
+            generate = self.generate
+        use_json = spec.can("json")
         grades = []
-        for text in texts:
+        for text in texts[: self.max_graded]:
             prompt = (f"Passage: {text[:_PASSAGE_CHARS]}\n\nQuestion: {query}\n\nHow well does the passage answer "
                       "the question, from 0 (not at all) to 10 (completely)? Reply as JSON: {\"score\": N}")
             request = GenerationRequest(messages=[Message(role="user", content=prompt)], max_tokens=16,
                                         temperature=0, json_schema=_GRADE_SCHEMA if use_json else None)
             try:
-                grades.append(_grade((await chat.generate(request)).text))
-            except GenfoundryError:
+                grades.append(_grade((await generate(spec.name, request)).text))
+            except GenfoundryError as exc:
+                if exc.status_code in (403, 429) or (exc.code or "").startswith(("guard_", "sensitivity_")):
+                    raise  # a refusal (permission, budget, guard) is the caller's answer, not a failed grade
                 grades.append(0.0)  # one failed grade must not lose the passage
+        # Ungraded passages rank below every graded one, in their retrieval order.
+        grades += [-1.0 - i / max(len(texts), 1) for i in range(len(texts) - len(grades))]
         return grades
 
 

@@ -44,6 +44,9 @@ class RetrievalOptions:
     where: Filter | None = None
     mmr: float | None = None  # lambda in (0, 1]: 1 = relevance only, lower = more diverse
     rerank: bool = False
+    # The reranker for this request (e.g. one whose model calls go through the gateway's
+    # lifecycle for the caller's key); None: the knowledge base's own.
+    reranker: Reranker | None = field(default=None, compare=False, repr=False)
 
     def check(self) -> None:
         if self.mode not in ("hybrid", "dense", "bm25"):
@@ -131,10 +134,11 @@ class Retriever:
         passages = [Passage(chunk, score, float(sim), ranks)
                     for (chunk, score, ranks), sim in zip(fused, similarity)]
         if options.rerank:
-            if self.reranker is None:
+            reranker = options.reranker or self.reranker
+            if reranker is None:
                 raise InvalidRequest("re-ranking was asked for but no reranker is set; set `reranker` "
                                      "(see docs/settings.md)", param="rerank")
-            passages = await self._rerank(query, passages[: max(options.limit * 4, 20)])
+            passages = await self._rerank(reranker, query, passages[: max(options.limit * 4, 20)])
         if options.mmr is not None:
             relevance = np.asarray([p.similarity for p in passages], dtype=np.float32)
             picked = mmr_select(vector, np.asarray([p.chunk.vector for p in passages], dtype=np.float32),
@@ -167,8 +171,8 @@ class Retriever:
             rows = conn.execute(sa.select(table.c.id, table.c.version).where(table.c.id.in_(document_ids)))
             return {doc_id: version for doc_id, version in rows if version}
 
-    async def _rerank(self, query: str, passages: list[Passage]) -> list[Passage]:
-        scores = await self.reranker.score(query, [p.chunk.text for p in passages])
+    async def _rerank(self, reranker: Reranker, query: str, passages: list[Passage]) -> list[Passage]:
+        scores = await reranker.score(query, [p.chunk.text for p in passages])
         for passage, score in zip(passages, scores):
             passage.score = float(score)
         return sorted(passages, key=lambda p: -p.score)

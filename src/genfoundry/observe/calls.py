@@ -53,6 +53,7 @@ class CallRecord:
     response: Any = None
     trace_id: str | None = None
     app: str | None = None
+    collections: list[str] | None = None  # collections whose passages the call used
     created_at: dt.datetime = field(default_factory=utcnow)
 
 

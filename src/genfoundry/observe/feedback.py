@@ -76,7 +76,7 @@ def list_feedback(store: Store, *, since: dt.datetime | None = None, until: dt.d
         check_rating(rating)
     fb, calls = store.tables.feedback, store.tables.calls
     query = (sa.select(fb, sa.func.coalesce(calls.c.resolved_model, calls.c.model).label("model"),
-                       calls.c.endpoint, calls.c.request, calls.c.response, calls.c.app)
+                       calls.c.endpoint, calls.c.request, calls.c.response, calls.c.app, calls.c.collections)
              .select_from(fb.join(calls, calls.c.id == fb.c.call_id))
              .order_by(fb.c.created_at.desc()).limit(limit))
     if since:

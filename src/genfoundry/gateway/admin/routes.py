@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 from typing import Literal
 
@@ -17,6 +19,7 @@ from genfoundry.gateway.keys import (
     list_keys,
     revoke_key,
 )
+from genfoundry.gateway.access import redact_calls
 from genfoundry.observe.calls import list_calls
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -58,10 +61,12 @@ async def delete_key(key_id: str, request: Request, admin: ApiKey = Depends(requ
 
 
 @router.get("/calls")
-async def get_calls(request: Request, _: ApiKey = Depends(require_role("admin", "developer")),
+async def get_calls(request: Request, key: ApiKey = Depends(require_role("admin", "developer")),
                     model: str | None = None, status: str | None = None,
                     since: dt.datetime | None = None, limit: int = Query(50, ge=1, le=1000)):
-    rows = list_calls(request.app.state.runtime.store, model=model, status=status,
-                      since=since.replace(tzinfo=None) if since else None, limit=limit)
+    rt = request.app.state.runtime
+    rows = await asyncio.to_thread(list_calls, rt.store, model=model, status=status,
+                                   since=since.replace(tzinfo=None) if since else None, limit=limit)
+    rows = redact_calls(rt, key, rows)
     return {"data": [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
                      for r in rows]}

@@ -15,7 +15,8 @@ from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.knowledge.protocol import AskBody, CollectionCreate, ForgetBody, SearchBody, SummaryBody
 from genfoundry.gateway.generation import CallContext, guard_hints
 from genfoundry.gateway.knowledge.serving import (
-    collection_for, gateway_generate, guarded_answer, ingest_uploads, passage_json,
+    check_knowledge_model, collection_for, gateway_generate, guarded_answer, ingest_uploads, passage_json,
+    request_reranker,
 )
 from genfoundry.knowledge.collections import Access, Collection
 from genfoundry.knowledge.retrieval import RetrievalOptions
@@ -99,9 +100,14 @@ async def forget_document(name: str, document_id: str, request: Request, key: Ap
 
 @router.post("/v1/collections/{name}/search", summary="Retrieve passages (dense, BM25 or hybrid)")
 async def search(name: str, body: SearchBody, request: Request, key: ApiKey = Depends(authenticate)):
-    kb, _ = collection_for(request.app.state.runtime, name, key, "read")
+    rt = request.app.state.runtime
+    kb, collection = collection_for(rt, name, key, "read")
+    ctx = CallContext(id=f"srch-{uuid.uuid4().hex}", endpoint="search", key=key,
+                      requested_model=(rt.settings.reranker or "").removeprefix("model:"), stream=False,
+                      body=body.model_dump(exclude_none=True), collections={name: collection.clearance})
+    ctx.app = guard_hints(request.headers, None)["app"]
     options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, mmr=body.mmr,
-                               rerank=body.rerank)
+                               rerank=body.rerank, reranker=request_reranker(rt, ctx, body.rerank))
     passages = await kb.retrieve(name, body.query, options)
     return {"object": "list", "data": [passage_json(p) for p in passages]}
 
@@ -110,11 +116,13 @@ async def search(name: str, body: SearchBody, request: Request, key: ApiKey = De
 async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, collection = collection_for(rt, name, key, "read")
+    check_knowledge_model(rt, key, name, body.model)
     ctx = _call("ans", "answers", key, body, {name: collection.clearance})
     hints = guard_hints(request.headers, None)
     ctx.app, ctx.label = hints["app"], hints["label"]
     answerer = GroundedAnswerer(kb=kb, hub=rt.hub, settings=rt.settings, generate=gateway_generate(rt, ctx))
-    options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, rerank=body.rerank)
+    options = RetrievalOptions(mode=body.mode, limit=body.limit, where=body.filter, rerank=body.rerank,
+                               reranker=request_reranker(rt, ctx, body.rerank))
     if rt.guard is None:
         data = (await answerer.answer(name, body.question, model=body.model, use_cache=body.cache,
                                       options=options)).to_dict()
@@ -130,6 +138,7 @@ async def answer(name: str, body: AskBody, request: Request, key: ApiKey = Depen
 async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
     kb, collection = collection_for(rt, name, key, "read")
+    check_knowledge_model(rt, key, name, body.model)
     ctx = _call("sum", "summaries", key, body, {name: collection.clearance})
     summariser = Summariser(kb=kb, hub=rt.hub, model=body.model, generate=gateway_generate(rt, ctx))
     if body.document_id:

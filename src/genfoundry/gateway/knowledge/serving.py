@@ -27,8 +27,8 @@ from genfoundry.knowledge.retrieval import Passage
 from genfoundry.models.hub import DEFAULT_ALIAS
 
 __all__ = [
-    "RAG_PREFIX", "collection_for", "gateway_generate", "grounded_chat_completion", "guarded_answer", "ingest_uploads",
-    "passage_json",
+    "RAG_PREFIX", "check_knowledge_model", "collection_for", "gateway_generate", "grounded_chat_completion", "guarded_answer", "ingest_uploads",
+    "passage_json", "request_reranker",
 ]
 
 RAG_PREFIX = "rag:"
@@ -42,20 +42,57 @@ def collection_for(rt: Runtime, name: str, key: ApiKey | None, action: str) -> t
     return kb, collection
 
 
+def check_knowledge_model(rt: Runtime, key: ApiKey | None, collection: str, model: str) -> None:
+    """A key that lists its models must list ``rag:COLLECTION`` to answer from it, and must be allowed
+    the model it names; the model behind ``rag:`` (the default chat model) comes with the rag grant."""
+    if key is None:
+        return
+    rag = f"{RAG_PREFIX}{collection}"
+    if not key.may_use(rag):
+        raise PermissionDenied(f"key '{key.name}' may not use model '{rag}' (answers from collection "
+                               f"{collection!r})", param="model")
+    if key.may_use(model):
+        return
+    spec = rt.hub.resolve(model)
+    if key.may_use(spec.name) or spec.name == rt.hub.resolve(DEFAULT_ALIAS).name:
+        return
+    raise PermissionDenied(f"key '{key.name}' may not use model '{model}'", param="model")
+
+
 def _unrestricted(key: ApiKey | None) -> ApiKey | None:
     """A key that may use ``rag:NAME`` may use the model that writes its answers."""
     return dataclasses.replace(key, allowed_models=None) if key is not None else None
 
 
-def gateway_generate(rt: Runtime, ctx: CallContext) -> Generate:
-    """Generation through the gateway's path: model queue, quotas already checked, call log, cost."""
+def gateway_generate(rt: Runtime, ctx: CallContext, *, rag_model: bool = True) -> Generate:
+    """Generation through the gateway's path: guard, model queue, budget re-checked per call, call log, cost.
+
+    ``rag_model``: the calls write a collection's answers with a model the route already checked
+    (:func:`check_knowledge_model`), so the key's model list is not applied again.
+    """
 
     async def generate(model: str, request: GenerationRequest) -> Generation:
+        key = _unrestricted(ctx.key) if rag_model else ctx.key
         run = GenerationRun(rt, dataclasses.replace(ctx, id=f"{ctx.id}-{uuid.uuid4().hex[:8]}",
-                                                    requested_model=model, key=_unrestricted(ctx.key)), request)
+                                                    requested_model=model, key=key), request)
         await run.start()
         return await run.collect()
     return generate
+
+
+def request_reranker(rt: Runtime, ctx: CallContext, rerank: bool):
+    """For a request that asks to re-rank with a chat model (the ``reranker`` setting ``model:NAME``): that
+    reranker, its calls made through the gateway for the caller's key (which must be allowed the model),
+    guarded, metered and capped; None for a cross-encoder or no re-ranking."""
+    setting = rt.settings.reranker or ""
+    if not rerank or not setting.startswith("model:"):
+        return None
+    from genfoundry.gateway.generation import check_model_access
+    from genfoundry.knowledge.rerank import ChatModelReranker
+
+    name = setting.removeprefix("model:")
+    check_model_access(ctx.key, rt.hub.resolve(name), name)
+    return ChatModelReranker(rt.hub, name, generate=gateway_generate(rt, ctx, rag_model=False))
 
 
 def passage_json(p: Passage) -> dict:
@@ -174,8 +211,9 @@ async def guarded_answer(rt: Runtime, ctx: CallContext, answerer: GroundedAnswer
         return await rt.guard.screen_passages(screen, texts)
     report = None
     try:
+        scope = f"policy:{screen.policy_name};role:{ctx.key.role if ctx.key else 'local'}"
         result = await answerer.answer(collection, screen.messages[-1].content, model=screen.model,
-                                       screen=screen_passages, **kwargs)
+                                       screen=screen_passages, cache_scope=scope, **kwargs)
         shown = {c.index: c.text for c in result.citations}
         passages = [shown.get(i, "") for i in range(1, max(shown, default=0) + 1)]
         text, report = _grounded(screen, result.text, passages) if result.found else (result.text, None)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from genfoundry.core import audit
+from genfoundry.gateway.access import redact_calls, redact_trace
 from genfoundry.gateway.auth import authenticate, require_role
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.observe import evals
@@ -60,12 +61,15 @@ async def post_feedback(body: FeedbackBody, request: Request, key: ApiKey = Depe
 
 
 @router.get("/admin/feedback", summary="Feedback with the responses it is about")
-async def get_feedback(request: Request, _: ApiKey = Depends(reader), since: str | None = None,
+async def get_feedback(request: Request, key: ApiKey = Depends(reader), since: str | None = None,
                        until: str | None = None, rating: int | None = None, model: str | None = None,
                        limit: int = Query(100, ge=1, le=10_000)):
     since_t, until_t = _range(since, until)
-    return {"data": list_feedback(request.app.state.runtime.store, since=since_t, until=until_t, rating=rating,
-                                  model=model, limit=limit)}
+    rt = request.app.state.runtime
+    rows = await asyncio.to_thread(list_feedback, rt.store, since=since_t, until=until_t, rating=rating,
+                                   model=model, limit=limit)
+    return {"data": redact_calls(rt, key, rows, ("request", "response", "messages", "answer", "correction",
+                                                  "comment"))}
 
 
 @router.get("/admin/traces", summary="Traces, newest first, with their call's model, tokens and cost")
@@ -79,8 +83,9 @@ async def get_traces(request: Request, _: ApiKey = Depends(reader), since: str |
 
 
 @router.get("/admin/traces/{trace_id}", summary="One trace: its spans as a list and as a tree")
-async def get_one_trace(trace_id: str, request: Request, _: ApiKey = Depends(reader)):
-    return await asyncio.to_thread(get_trace, request.app.state.runtime.store, trace_id)
+async def get_one_trace(trace_id: str, request: Request, key: ApiKey = Depends(reader)):
+    rt = request.app.state.runtime
+    return await asyncio.to_thread(lambda: redact_trace(rt, key, get_trace(rt.store, trace_id)))
 
 
 @router.get("/admin/usage", summary="Requests, tokens, cost and latency grouped by day, key, app, model")
