@@ -241,7 +241,7 @@ def test_dollar_budget_warns_then_stops(gateway):
     assert client.get("/admin/alerts", params={"kind": "budget."}).json()["data"][0]["subject"] == f"key:{key.id}"
     set_budget(rt.store, key.id, cost_budget_usd=10)
     assert client.post("/v1/chat/completions", headers=headers, json=body).status_code == 200
-    assert 'genfoundry_budget_used_ratio{key="capped"}' in client.get("/metrics").text
+    assert f'genfoundry_budget_used_ratio{{key="{key.id}"}}' in client.get("/metrics").text  # ids: /metrics is open
 
 
 def test_feedback_by_response_id_and_bad_input(gateway):

@@ -28,6 +28,7 @@ __all__ = ["Summariser", "Summary"]
 DEFAULT_WINDOW_TOKENS = 1500
 SUMMARY_TOKENS = 120
 _MAX_ROUNDS = 6
+DEFAULT_MAX_CALLS = 200  # a summary's model calls at most (each one also reserved from the key's budget)
 
 
 @dataclass
@@ -49,12 +50,15 @@ class Summariser:
     """See the module docstring."""
 
     def __init__(self, *, kb: KnowledgeBase, hub: ModelHub, model: str = DEFAULT_ALIAS,
-                 window_tokens: int = DEFAULT_WINDOW_TOKENS, generate: Generate | None = None):
+                 window_tokens: int = DEFAULT_WINDOW_TOKENS, generate: Generate | None = None,
+                 max_calls: int | None = DEFAULT_MAX_CALLS):
         self.kb = kb
         self.hub = hub
         self.model = model
         self.window_tokens = window_tokens
         self.generate = generate or direct_generate(hub)
+        self.max_calls = max_calls  # model calls one summary may make (None: no limit)
+        self.calls = 0
 
     async def summarise_document(self, document_id: str) -> Summary:
         info = self.kb.document(document_id)
@@ -111,6 +115,10 @@ class Summariser:
         return windows
 
     async def _one(self, chat: ChatModel, text: str, title: str, summary: Summary) -> str:
+        self.calls += 1
+        if self.max_calls is not None and self.calls > self.max_calls:
+            raise InvalidRequest(f"this summary would take more than {self.max_calls} model calls; summarise "
+                                 "documents one at a time (document_id) instead", param="document_id")
         if chat.spec.options.get("base_model"):
             request = GenerationRequest(prompt=f"Document: {title}\n\n{text}\n\nA short summary of the document "
                                         f"above in two sentences:\n", max_tokens=SUMMARY_TOKENS, temperature=0,

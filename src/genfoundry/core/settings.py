@@ -74,6 +74,7 @@ class Settings(BaseModel):
     service_name: str = Field("genfoundry", description="service.name of the exported spans.")
     trace_retention_days: int = Field(30, ge=1, description="Spans older than this are deleted when the gateway starts.")
     budget_warn_fraction: float = Field(0.8, gt=0, le=1, description="Share of a key's dollar budget at which responses carry an X-Genfoundry-Budget-Warning header and a budget.warning alert is recorded.")
+    api_docs: bool = Field(False, description="Serve Swagger UI at /docs and ReDoc at /redoc (they load their scripts from a CDN into the gateway's origin); /openapi.json is always served.")
     preload: str = Field("default,default-embedding", description="Models `serve` and `up` load and run once at start, comma-separated; /health answers 503 'starting' until they are warm, then 200. Empty: load models on first use.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")
 

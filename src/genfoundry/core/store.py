@@ -263,6 +263,20 @@ class Tables:
     eval_runs: sa.Table = eval_runs
 
 
+def _owner_only(database: str) -> None:
+    """The SQLite file (keys' hashes, call content, the vault) and its journal files readable by their owner only."""
+    import os
+    import stat
+
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            mode = os.stat(database + suffix).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                os.chmod(database + suffix, 0o600)
+        except OSError:
+            continue  # not there (or not ours to change)
+
+
 def _m001_initial(conn: Connection) -> None:
     for table in (models, api_keys, calls):
         table.create(conn, checkfirst=True)
@@ -342,6 +356,8 @@ class Store:
         store = cls(engine)
         if migrate:
             store.migrate()
+        if url.startswith("sqlite") and engine.url.database not in (None, "", ":memory:"):
+            _owner_only(engine.url.database)
         return store
 
     def migrate(self) -> list[str]:

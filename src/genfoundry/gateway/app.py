@@ -243,9 +243,10 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         hub = ModelHub(store, settings)
         if builtins:
             register_builtins(hub)
-        recorder = CallRecorder(store, log_content=settings.log_content)
-        runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder,
-                          quotas=Quotas(store, default_rpm=settings.default_rpm), metrics=Metrics())
+        quotas = Quotas(store, default_rpm=settings.default_rpm)
+        recorder = CallRecorder(store, log_content=settings.log_content, on_written=quotas.release)
+        runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder, quotas=quotas,
+                          metrics=Metrics())
         runtime.quotas.on_budget = lambda state: _budget_alert(runtime, state)
         if settings.tracing:
             await asyncio.to_thread(prune_spans, store, older_than_days=settings.trace_retention_days)
@@ -273,7 +274,10 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                     runtime.tracing.shutdown()  # pending spans too
                 store.close()
 
-    app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan,
+    # Swagger UI and ReDoc load their scripts from a CDN into this origin: off unless asked for
+    # (api_docs). The OpenAPI document itself is always at /openapi.json.
+    docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None}
+    app = FastAPI(title="genfoundry gateway", version=__version__, lifespan=lifespan, **docs,
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
     for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,

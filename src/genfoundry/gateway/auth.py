@@ -29,7 +29,7 @@ def authenticate(request: Request) -> ApiKey:
         rt.quotas.check_rate(key)
         budget = rt.quotas.check_budget(key, warn_fraction=rt.settings.budget_warn_fraction)
         if budget is not None:
-            rt.metrics.budget_used.labels(key.name).set(budget.ratio)
+            rt.metrics.budget_used.labels(key.id).set(budget.ratio)
             if budget.warn:
                 request.state.budget_warning = budget.header()
     request.state.key = key

@@ -39,6 +39,7 @@ __all__ = ["APP_HEADER", "CallContext", "GenerationRun", "SENSITIVITY_HEADER", "
 
 log = logging.getLogger(__name__)
 FALLBACK_ERRORS = (ProviderError, ConfigError)
+RESERVE_TOKENS = 256  # completion tokens reserved from a budget for a call that sets no max_tokens
 
 
 @dataclass
@@ -191,7 +192,18 @@ class GenerationRun:
                 else [{"role": "user", "content": request.prompt}]))
         return item
 
+    def _estimate(self, spec: ModelSpec) -> tuple[int, float]:
+        """What this call may spend, to reserve from the key's budgets: its prompt (about four characters
+        a token) and its max_tokens (256 when unset), at the model's price."""
+        request = self.request
+        text = request.prompt or "".join(m.content or "" for m in request.messages or [])
+        usage = Usage(prompt_tokens=max(1, len(text) // 4), completion_tokens=request.max_tokens or RESERVE_TOKENS)
+        return usage.total_tokens, call_cost(spec, usage, attributed_seconds=None) or 0.0
+
     async def _start_model(self, spec: ModelSpec) -> None:
+        tokens, usd = self._estimate(spec)
+        self.rt.quotas.release([self.ctx.id])  # a fallback replaces the failed model's reservation
+        self.rt.quotas.reserve(self.ctx.key, self.ctx.id, tokens=tokens, usd=usd)
         model = await self.rt.hub.load_chat(spec.name)
         gate = self.rt.admission(model)
         self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting + 1)
@@ -245,6 +257,7 @@ class GenerationRun:
         await self._stack.aclose()
         usage = (self._final.usage if self._final else None) or Usage()
         cost = call_cost(self.spec, usage, attributed_seconds=getattr(self, "attributed_seconds", None))
+        self.rt.quotas.settle(self.ctx.id, tokens=usage.total_tokens, usd=cost or 0.0)  # until it is logged
         error = getattr(self, "_error", None)
         http_status = {"ok": 200, "cancelled": 499}.get(status, getattr(error, "status_code", 500))
         self._record(status=status, http_status=http_status, usage=usage, cost=cost, error=error)
@@ -254,8 +267,8 @@ class GenerationRun:
         metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
         metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
         if cost:
-            key = self.ctx.key.name if self.ctx.key else ""
-            metrics.cost.labels(model, key, self.ctx.app or "").inc(cost)
+            key = self.ctx.key.id if self.ctx.key else ""  # ids, not names: /metrics needs no key
+            metrics.cost.labels(model, key, self.rt.known_app(self.ctx.app)).inc(cost)
         if self._ttft is not None:
             metrics.ttft.labels(model).observe(self._ttft)
         gate = self.rt.admissions.get(model)
@@ -285,6 +298,7 @@ class GenerationRun:
         item.end()
 
     def _record_failure(self, exc: BaseException) -> None:
+        self.rt.quotas.release([self.ctx.id])  # nothing was spent
         error = exc if isinstance(exc, GenfoundryError) else None
         status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
         self._record(status=status, http_status=error.status_code if error else 499 if status == "cancelled" else 500,
@@ -296,8 +310,9 @@ class GenerationRun:
         self._recorded = True
         latency = time.perf_counter() - self.ctx.started
         model = self.spec.name if self.spec else None
-        self.rt.metrics.requests.labels(self.ctx.endpoint, model or self.ctx.requested_model, status).inc()
-        self.rt.metrics.latency.labels(self.ctx.endpoint, model or self.ctx.requested_model).observe(latency)
+        # Label values are bounded: a name the hub does not know is "unknown", not the client's string.
+        self.rt.metrics.requests.labels(self.ctx.endpoint, model or "unknown", status).inc()
+        self.rt.metrics.latency.labels(self.ctx.endpoint, model or "unknown").observe(latency)
         final = self._final
         response = None
         if status == "ok":

@@ -57,5 +57,13 @@ class Runtime:
             self.admissions[name] = gate
         return gate
 
+    def known_app(self, app: str | None) -> str:
+        """An app name for a metric label: one the guard's policy assigns, else "other" (clients choose
+        the header, and every distinct value would be a new time series)."""
+        if not app:
+            return ""
+        policies = getattr(self.guard, "policies", None)
+        return app if policies is not None and app in policies.assign.apps else "other"
+
     def clock(self, name: str) -> SharedClock:
         return self.clocks.setdefault(name, SharedClock())

@@ -48,6 +48,7 @@ __all__ = [
     "LoadedDocument",
     "SUPPORTED_SUFFIXES",
     "Section",
+    "check_zip",
     "find_files",
     "load_document",
 ]
@@ -516,10 +517,38 @@ def _pdf_pages(path: Path, pages: list, title: str) -> _Parsed:
 # ---------------------------------------------------------------- DOCX
 
 
+# A .docx is a zip archive. python-docx inflates its members without a limit, so an 8 MiB upload
+# could become gigabytes in memory: the archive's directory is checked before anything is inflated.
+MAX_UNZIPPED_BYTES = 256 * 2**20  # all members together
+MAX_MEMBER_RATIO = 200  # uncompressed / compressed, per member of any size worth checking
+MAX_MEMBERS = 10_000
+
+
+def check_zip(path: Path, data: bytes) -> None:
+    """Refuse an archive whose members would inflate past the limits (a zip bomb), before inflating."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise LoadError(f"{path} is not a readable Word document ({exc}); check that it opens in Word, or "
+                        "save it again as .docx", path=path, code="corrupt_file") from None
+    total = sum(m.file_size for m in members)
+    worst = max(members, key=lambda m: m.file_size / max(m.compress_size, 1), default=None)
+    if len(members) > MAX_MEMBERS or total > MAX_UNZIPPED_BYTES or (
+            worst is not None and worst.file_size > 1 << 20
+            and worst.file_size / max(worst.compress_size, 1) > MAX_MEMBER_RATIO):
+        raise LoadError(f"{path} would unpack to {total / 2**20:,.0f} MiB in {len(members):,} parts (a "
+                        f"compression bomb?); the limit is {MAX_UNZIPPED_BYTES // 2**20} MiB and a ratio of "
+                        f"{MAX_MEMBER_RATIO}:1; nothing was read", path=path, code="file_too_large")
+
+
 def _load_docx(path: Path, data: bytes) -> _Parsed:
     import docx
     from docx.table import Table
 
+    check_zip(path, data)
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = list(document.iter_inner_content())

@@ -60,10 +60,11 @@ class CallRecord:
 class CallRecorder:
     """Queues call records and writes them from one background thread."""
 
-    def __init__(self, store: Store, *, log_content: bool = True, batch: int = 64):
+    def __init__(self, store: Store, *, log_content: bool = True, batch: int = 64, on_written=None):
         self.store = store
         self.log_content = log_content
         self.batch = batch
+        self.on_written = on_written  # called with the ids of each written batch (budgets stop holding them)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="genfoundry-call-recorder", daemon=True)
         self._thread.start()
@@ -86,6 +87,11 @@ class CallRecorder:
             rows = [asdict(i) for i in items if isinstance(i, CallRecord)]
             if rows:
                 self._write(rows)
+                if self.on_written is not None:
+                    try:
+                        self.on_written([r["id"] for r in rows])
+                    except Exception:  # the recorder thread must live on
+                        log.exception("on_written failed")
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()

@@ -27,5 +27,14 @@ async def root():
     return RedirectResponse("/console")
 
 
+class _StaticWithHeaders(StaticFiles):
+    """The console's scripts and styles carry the page's CSP too (no framing, nothing from elsewhere)."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(HEADERS)
+        return response
+
+
 def static_files() -> StaticFiles:
-    return StaticFiles(directory=str(STATIC))
+    return _StaticWithHeaders(directory=str(STATIC))

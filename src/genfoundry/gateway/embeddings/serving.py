@@ -58,7 +58,7 @@ async def embeddings(rt: Runtime, ctx: CallContext, body: EmbeddingRequest) -> d
 def _record(rt: Runtime, ctx: CallContext, spec, *, status: str, http_status: int, tokens: int = 0,
             cost: float | None = None, error: GenfoundryError | None = None) -> None:
     latency = time.perf_counter() - ctx.started
-    name = spec.name if spec else ctx.requested_model
+    name = spec.name if spec else "unknown"  # a bounded label: not the client's string
     rt.metrics.requests.labels("embeddings", name, status).inc()
     rt.metrics.latency.labels("embeddings", name).observe(latency)
     if tokens:

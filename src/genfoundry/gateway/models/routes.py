@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from genfoundry.core.errors import ModelNotFound
 from genfoundry.gateway.auth import authenticate
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.models.spec import ModelSpec
@@ -39,4 +40,14 @@ async def list_models(request: Request, key: ApiKey = Depends(authenticate)):
 
 @router.get("/v1/models/{model:path}", tags=["openai"], summary="Show one model")
 async def get_model(model: str, request: Request, key: ApiKey = Depends(authenticate)):
-    return model_card(request.app.state.runtime.hub.resolve(model))
+    rt = request.app.state.runtime
+    if model.startswith("rag:"):
+        found = [c for c in _readable_collections(rt, key) if f"rag:{c.name}" == model]
+        if not found:
+            raise ModelNotFound(f"model '{model}' is not registered or not readable with this key", param="model")
+        return rag_card(found[0])
+    spec = rt.hub.resolve(model)
+    if not (key.may_use(spec.name) or key.may_use(model)):
+        # As if it did not exist: a key limited to some models learns nothing of the others.
+        raise ModelNotFound(f"model '{model}' is not registered", param="model")
+    return model_card(spec)

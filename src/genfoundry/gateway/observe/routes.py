@@ -52,7 +52,8 @@ def _range(since: str | None, until: str | None):
 @router.post("/v1/feedback", status_code=201, summary="Rate a response and optionally correct it")
 async def post_feedback(body: FeedbackBody, request: Request, key: ApiKey = Depends(authenticate)):
     rt = request.app.state.runtime
-    rt.recorder.flush(timeout=2.0)  # a response given a moment ago may still be on its way to the call log
+    # A response given a moment ago may still be on its way to the call log; wait off the event loop.
+    await asyncio.to_thread(rt.recorder.flush, 2.0)
     row = await asyncio.to_thread(add_feedback, rt.store, response_id=body.response_id, rating=body.rating,
                                   correction=body.correction, comment=body.comment, key_id=key.id,
                                   admin=key.role == "admin")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -62,6 +63,7 @@ __all__ = [
     "register",
 ]
 
+log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_RETRIES = 2
@@ -128,9 +130,11 @@ def mapped_errors(sdk: ModuleType, *, model: str, location: str) -> Iterator[Non
         raise _upstream_error(status=exc.status_code, message=message, kind=kind,
                               model=model) from exc
     except sdk.APIConnectionError as exc:
+        # The location stays in the gateway's log: clients must not learn internal addresses.
+        log.warning("cannot reach the server of model '%s' at %s: %s", model, location, exc.message)
         raise ProviderError(
-            f"cannot reach the server of model '{model}' at {location} ({exc.message}); "
-            "check that it is running and that the model's location is right") from exc
+            f"cannot reach the server of model '{model}' ({exc.message}); an admin can check that it is "
+            "running and that the model's location is right (`genfoundry models show`)") from exc
     except sdk.APIError as exc:  # e.g. an error event in the middle of a stream
         raise ProviderError(f"the server of model '{model}' failed: {exc.message}") from exc
 
