@@ -57,16 +57,16 @@ def test_redact_replaces_values_before_they_are_stored(kb, tmp_path, settings):
 def test_tokenize_vaults_values_per_collection_and_forget_drops_orphans(kb, tmp_path, settings, store):
     _ingest(kb, tmp_path, "tokenize", {"letter.md": LETTER, "note.md": OTHER})
     chunks = {c.source.rsplit("/", 1)[-1]: c.text for c in _texts(kb, "tokenize")}
-    assert "<PERSON_1>" in chunks["letter.md"] and "<PERSON_1>" in chunks["note.md"]  # one numbering
+    assert "<DOC_PERSON_1>" in chunks["letter.md"] and "<DOC_PERSON_1>" in chunks["note.md"]  # one numbering
     vault = open_vault(settings, store, required=True)
     scope = collection_scope("tokenize")
     assert vault.restore(chunks["letter.md"], scope=scope).count("Ada Lovelace") == 1
-    assert "<EMAIL_ADDRESS_1>" in vault.tokens(scope)
+    assert "<DOC_EMAIL_ADDRESS_1>" in vault.tokens(scope)
     letter = next(d for d in kb.documents("tokenize") if d.source.endswith("letter.md"))
     asyncio.run(kb.forget_document(letter.id))
     left = vault.tokens(scope)
-    assert "<PERSON_1>" in left  # the note still refers to Ada
-    assert "<EMAIL_ADDRESS_1>" not in left  # only the letter held the email: its value is gone
+    assert "<DOC_PERSON_1>" in left  # the note still refers to Ada
+    assert "<DOC_EMAIL_ADDRESS_1>" not in left  # only the letter held the email: its value is gone
 
 
 def test_no_key_or_no_detector_refuses_before_storing(settings, store, hub, monkeypatch):

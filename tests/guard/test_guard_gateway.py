@@ -251,3 +251,39 @@ def test_the_answers_route_drops_poisoned_passages_and_reports_groundedness(tmp_
         assert "five days" in prompt and "never paid" not in prompt  # the poisoned passage was dropped
         decisions = [d for e in audit.entries(rt.store, action="guard.") for d in e.details.get("decisions", [])]
         assert any(d["stage"] == "context" and d["action"] == "redact" for d in decisions)
+
+
+BLOCK_TOXIC_OUTPUT = """\
+version: 1
+policies:
+  default:
+    output:
+      toxicity: {mode: block}
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_rag_answer_the_output_rails_block_ends_as_content_filter(tmp_path, stream):
+    (tmp_path / "guard.yaml").write_text(BLOCK_TOXIC_OUTPUT)
+    app = _app(tmp_path)
+    with TestClient(app) as client:
+        rt = app.state.runtime
+        rt.hub.add(fake_spec("fake-chat", aliases=["default"], options={"replies": [
+            "Refunds take five days [1], you worthless idiot."] * 2}))
+        rt.hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
+        admin, _ = create_key(rt.store, name="admin", role="admin")
+        client.headers["Authorization"] = f"Bearer {admin}"
+        assert client.post("/v1/collections", json={"name": "kb"}).status_code == 201
+        client.post("/v1/collections/kb/documents", files=[
+            ("files", ("refunds.md", b"# Refunds\nRefunds take five days to reach your card."))]).raise_for_status()
+        oai = _client((client, rt, admin))
+        question = [{"role": "user", "content": "How long do refunds take?"}]
+        if stream:
+            events = list(oai.chat.completions.create(model="rag:kb", messages=question, stream=True))
+            finishes = [e.choices[0].finish_reason for e in events if e.choices and e.choices[0].finish_reason]
+            text = "".join(e.choices[0].delta.content or "" for e in events if e.choices)
+        else:
+            reply = oai.chat.completions.create(model="rag:kb", messages=question)
+            finishes, text = [reply.choices[0].finish_reason], reply.choices[0].message.content or ""
+        assert finishes[-1] == "content_filter"
+        assert "idiot" not in text and "could not find" not in text.lower()  # not the "not found" text

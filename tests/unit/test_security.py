@@ -102,6 +102,7 @@ def test_deleting_a_collection_deletes_its_vault_values(kb, store, tmp_path):
     _ingest(kb, tmp_path, "hr", "# Staff\nJane Doe earns a lot; write to jane.doe@example.com.", pii="tokenize")
     vault = Vault(store, VAULT_KEY)
     assert vault.tokens(collection_scope("hr")), "the values were vaulted"
+    assert "<DOC_PERSON_1>" in kb.vectors.get("hr", where={})[0].text  # never the name of a question's token
     asyncio.run(kb.delete_collection("hr"))
     assert vault.tokens(collection_scope("hr")) == []
 

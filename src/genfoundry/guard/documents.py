@@ -22,7 +22,10 @@ from collections.abc import Callable
 from genfoundry.guard.keys import open_vault
 from genfoundry.guard.pii import PiiDetector, redact
 
-__all__ = ["CollectionPii", "collection_scope", "neutralise_tokens"]
+__all__ = ["CollectionPii", "DOC_TOKEN_PREFIX", "collection_scope", "neutralise_tokens"]
+
+
+DOC_TOKEN_PREFIX = "DOC_"
 
 
 def collection_scope(collection: str) -> str:
@@ -61,7 +64,9 @@ class CollectionPii:
             findings = detector.check(text)
             kinds = sorted({f.kind for f in findings})
             if findings and mode in ("redact", "tokenize"):
-                text = redact(text, findings, actions=dict.fromkeys(kinds, mode), vault=vault, scope=scope).text
+                # Documents' tokens are <DOC_PERSON_1>: a rag: question's own <PERSON_1> never shares a name.
+                text = redact(text, findings, actions=dict.fromkeys(kinds, mode), vault=vault, scope=scope,
+                              token_prefix=DOC_TOKEN_PREFIX if mode == "tokenize" else "").text
             return text, kinds
         return screen
 

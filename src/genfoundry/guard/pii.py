@@ -331,8 +331,12 @@ class Redaction:
 
 
 def redact(text: str, findings: list[Finding], *, actions: Mapping[str, str], vault=None,
-           scope: str | None = None) -> Redaction:
-    """Replace each finding per its entity's action: redact, mask, tokenize (into ``vault``) or keep."""
+           scope: str | None = None, token_prefix: str = "") -> Redaction:
+    """Replace each finding per its entity's action: redact, mask, tokenize (into ``vault``) or keep.
+
+    ``token_prefix`` names a family of tokens (documents' tokens are ``<DOC_PERSON_1>``), so tokens of
+    different scopes in one text never share a name.
+    """
     out, last, result = [], 0, Redaction(text="")
     for f in _resolve_overlaps([f for f in findings if f.start is not None]):
         action = actions.get(f.kind, "redact")
@@ -342,7 +346,7 @@ def redact(text: str, findings: list[Finding], *, actions: Mapping[str, str], va
         if action == "tokenize":
             if vault is None or scope is None:
                 raise ConfigError("tokenizing PII needs the vault (and a scope); refusing to pass it in the clear")
-            replacement = vault.tokenize(f.kind, value, scope=scope)
+            replacement = vault.tokenize(token_prefix + f.kind, value, scope=scope)
             result.restore[replacement] = value
         elif action == "mask":
             keep = 4 if len(value) > 6 else 0

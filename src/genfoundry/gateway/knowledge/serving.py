@@ -176,17 +176,23 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
     if body.stream:
         return _stream(ctx, body, run, passages, out)
     report = None
+    finish = None
     try:
         result = await run.collect()
-        text = result.text
+        text, finish = result.text, result.finish_reason
         if out is not None:
             text = out.feed(text) + out.finish()
-        text, report = _grounded(screen, text, [p.chunk.text for p in passages])
+            if out.stopped:  # a blocking output rail fired: no answer, as on every other path
+                text, finish = "", "content_filter"
+        if finish != "content_filter":
+            text, report = _grounded(screen, text, [p.chunk.text for p in passages])
     finally:
         if screen is not None:
             await asyncio.shield(rt.guard.finish(screen, out, _groundedness_decisions(screen, report)))
+    if finish == "content_filter":
+        return _completion(ctx, body.model, Generation(text="", finish_reason=finish, usage=result.usage), [])
     text, citations = cite(text, passages)
-    response = _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=result.finish_reason,
+    response = _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=finish,
                                                        usage=result.usage), citations)
     if report is not None:
         response["groundedness"] = report
