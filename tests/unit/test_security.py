@@ -260,12 +260,15 @@ def test_console_static_files_and_docs(gateway):
 
 def test_provider_errors_do_not_show_internal_addresses(gateway):
     client, rt = gateway
-    rt.hub.add(ModelSpec(name="inside", provider="openai_compat", location="http://10.1.2.3:9/v1",
+    from genfoundry.testing.servers import free_port
+
+    port = free_port()  # nothing listens there: the connection is refused at once, on this machine
+    rt.hub.add(ModelSpec(name="inside", provider="openai_compat", location=f"http://127.0.0.1:{port}/v1",
                          capabilities=["chat"], options={"max_retries": 0}))
-    rt.settings.request_timeout = 2.0
     response = client.post("/v1/chat/completions", json={"model": "inside",
                                                          "messages": [{"role": "user", "content": "hi"}]})
-    assert response.status_code == 502 and "10.1.2.3" not in response.text
+    assert response.status_code == 502 and f"127.0.0.1:{port}" not in response.text
+    assert "cannot reach the server of model 'inside'" in response.json()["error"]["message"]
 
 
 def test_the_database_file_is_readable_by_its_owner_only(tmp_path):
