@@ -35,7 +35,7 @@ from genfoundry.models.spec import ModelSpec
 from genfoundry.observe.calls import CallRecord
 
 __all__ = ["APP_HEADER", "CallContext", "GenerationRun", "SENSITIVITY_HEADER", "candidates", "check_model_access",
-           "guard_hints", "usage_json"]
+           "guard_hints", "record_call", "usage_json"]
 
 log = logging.getLogger(__name__)
 FALLBACK_ERRORS = (ProviderError, ConfigError)
@@ -308,25 +308,33 @@ class GenerationRun:
         if self._recorded:
             return
         self._recorded = True
-        latency = time.perf_counter() - self.ctx.started
-        model = self.spec.name if self.spec else None
-        # Label values are bounded: a name the hub does not know is "unknown", not the client's string.
-        self.rt.metrics.requests.labels(self.ctx.endpoint, model or "unknown", status).inc()
-        self.rt.metrics.latency.labels(self.ctx.endpoint, model or "unknown").observe(latency)
         final = self._final
         response = None
         if status == "ok":
             response = {"text": "".join(self._text), "finish_reason": final.finish_reason if final else None,
                         "tool_calls": [vars(c) for c in final.tool_calls] if final and final.tool_calls else None}
-        self.rt.recorder.record(CallRecord(
-            id=self.ctx.id, endpoint=self.ctx.endpoint, status=status, http_status=http_status,
-            latency_ms=latency * 1000, key_id=self.ctx.key.id if self.ctx.key else None,
-            model=self.ctx.requested_model, resolved_model=model,
-            provider=self.spec.provider if self.spec else None, stream=self.ctx.stream,
-            error_type=getattr(error, "error_type", type(error).__name__ if error else None),
-            error_message=str(error)[:2000] if error else None,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            ttft_ms=self._ttft * 1000 if self._ttft is not None else None, cost_usd=cost,
-            fallback_from=self.fallback_from, request=self.ctx.body, response=response,
-            trace_id=self.trace_id, app=self.ctx.app,
-            collections=sorted(self.ctx.collections) if self.ctx.collections else None))
+        record_call(self.rt, self.ctx, self.spec, status=status, http_status=http_status, usage=usage, cost=cost,
+                    error=error, response=response, ttft=self._ttft, fallback_from=self.fallback_from,
+                    trace_id=self.trace_id)
+
+
+def record_call(rt: Runtime, ctx: CallContext, spec: ModelSpec | None, *, status: str, http_status: int,
+                usage: Usage, cost: float | None, error=None, response=None, ttft: float | None = None,
+                fallback_from: str | None = None, trace_id: str | None = None) -> None:
+    """The call record and request metrics of any model call (generation or embeddings), however it ended."""
+    latency = time.perf_counter() - ctx.started
+    model = spec.name if spec else None
+    # Label values are bounded: a name the hub does not know is "unknown", not the client's string.
+    rt.metrics.requests.labels(ctx.endpoint, model or "unknown", status).inc()
+    rt.metrics.latency.labels(ctx.endpoint, model or "unknown").observe(latency)
+    rt.recorder.record(CallRecord(
+        id=ctx.id, endpoint=ctx.endpoint, status=status, http_status=http_status,
+        latency_ms=latency * 1000, key_id=ctx.key.id if ctx.key else None,
+        model=ctx.requested_model, resolved_model=model, provider=spec.provider if spec else None,
+        stream=ctx.stream, error_type=getattr(error, "error_type", type(error).__name__ if error else None),
+        error_message=str(error)[:2000] if error else None,
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        ttft_ms=ttft * 1000 if ttft is not None else None, cost_usd=cost,
+        fallback_from=fallback_from, request=ctx.body, response=response,
+        trace_id=trace_id or current_trace_id(), app=ctx.app,
+        collections=sorted(ctx.collections) if ctx.collections else None))

@@ -373,6 +373,31 @@ class Guard:
         bad = {i for i, _ in found} if drop else set()
         return [i for i in range(len(passages)) if i not in bad]
 
+    # -- groundedness ---------------------------------------------------------------------------
+    def groundedness(self, screen: Screen, text: str, passages: list[str], *,
+                     streamed: bool = False) -> tuple[str, dict | None, list[Decision]]:
+        """The groundedness rail on an answer from ``passages``: the answer (unsupported sentences taken
+        out in redact mode, unless it was already streamed), its report (None when the rail is off or the
+        answer empty), and the decisions to audit (unsupported sentences)."""
+        config = screen.policy.output.groundedness
+        if config.mode == "off" or not text.strip():
+            return text, None, []
+        from genfoundry.guard.groundedness import check_groundedness
+
+        with span("guard.rail output.groundedness", {"genfoundry.guard.mode": config.mode}) as item:
+            report = check_groundedness(text, passages, threshold=config.threshold)
+            item.set_attribute("genfoundry.guard.supported_share", report.supported_share)
+        dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
+        if config.mode == "redact" and not dry and not streamed:
+            text = report.filtered_answer()
+        data = report.to_dict()
+        unsupported = [s for s in data["sentences"] if not s["supported"]]
+        decisions = [Decision("output", "groundedness", config.mode, dry_run=dry,
+                              findings=[{"kind": "unsupported", "score": round(s["score"], 3), "sentence": s["index"],
+                                         "evidence_passage": s.get("passage")} for s in unsupported][:20],
+                              note=f"{data['supported_share']:.2f} of sentences supported")] if unsupported else []
+        return text, data, decisions
+
     # -- output --------------------------------------------------------------------------------
     def output(self, screen: Screen, key) -> OutputScreen:
         restore = screen.restore if (key is None or key.role in screen.policy.restore_for) else {}

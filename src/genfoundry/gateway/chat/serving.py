@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -11,12 +10,12 @@ from collections.abc import AsyncIterator
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Generation, GenerationRequest, Message, ToolCall
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
-from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
-from genfoundry.guard.engine import OutputScreen
+from genfoundry.gateway.generation import CallContext, usage_json
+from genfoundry.gateway.lifecycle import Lifecycle, virtual_model
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["chat_completion", "end_stream", "new_call_id", "output_screen", "to_generation_request"]
+__all__ = ["chat_completion", "chat_events", "chat_response", "new_call_id", "to_generation_request"]
 
 
 def to_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
@@ -55,21 +54,22 @@ def _tool_calls_json(calls: list[ToolCall] | None) -> list[dict] | None:
 
 
 
-def _response(ctx: CallContext, model: str, result: Generation) -> dict:
+def chat_response(ctx: CallContext, model: str, result: Generation, extra: dict | None = None) -> dict:
+    """A whole chat completion in the OpenAI shape (``extra``: fields hooks added, e.g. citations)."""
     message = {"role": "assistant", "content": result.text if not result.tool_calls or result.text else None}
     if result.tool_calls:
         message["tool_calls"] = _tool_calls_json(result.tool_calls)
     return {"id": ctx.id, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason,
                          "logprobs": None}],
-            "usage": usage_json(result.usage)}
+            "usage": usage_json(result.usage), **(extra or {})}
 
 
-async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
-                  out: OutputScreen | None) -> AsyncIterator[dict | bytes]:
+async def chat_events(ctx: CallContext, life: Lifecycle, include_usage: bool,
+                      model: str | None = None) -> AsyncIterator[dict | bytes]:
+    """A chat completion stream in the OpenAI shape (the hooks' fields ride on the finishing chunk)."""
     created = int(time.time())
-    model = run.spec.name
-    base = {"id": ctx.id, "object": "chat.completion.chunk", "created": created, "model": model}
+    base = {"id": ctx.id, "object": "chat.completion.chunk", "created": created, "model": model or life.spec.name}
     yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                 "finish_reason": None, "logprobs": None}]}
     # The common event, a piece of text, is framed from a template: one small json.dumps of the text
@@ -77,70 +77,32 @@ async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
     head = ("data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": ""}}]},
                                   separators=(",", ":")).removesuffix('""}}]}')).encode()
     tail = b'},"finish_reason":null,"logprobs":null}]}\n\n'
-    chunks = run.chunks()
-    try:
-        async for chunk in chunks:
-            text = chunk.text
-            if out is not None:
-                text = out.screen_chunk(text, chunk.finish_reason is not None)
-                if out.stopped:  # a blocking output rail fired: end the answer here
-                    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter",
-                                                "logprobs": None}]}
-                    break
-            if text and not chunk.tool_calls:
-                yield head + json.dumps(text).encode() + tail
-            elif chunk.tool_calls:
-                delta: dict = {"content": text} if text else {}
-                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(_tool_calls_json(chunk.tool_calls))]
-                yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
-            if chunk.finish_reason is not None:
-                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason,
-                                            "logprobs": None}]}
-                if include_usage and chunk.usage is not None:
-                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
-    finally:
-        await end_stream(run, chunks, out)
-
-
-async def end_stream(run: GenerationRun, chunks, out: OutputScreen | None, extra=None) -> None:
-    """Close a run's chunk stream (stopping generation if it is still going) and write the guard's
-    last decisions; run from a stream's ``finally``, so a client that went away still gets both."""
-    await chunks.aclose()
-    if run.screen is not None:
-        await asyncio.shield(run.rt.guard.finish(run.screen, out, extra))
-
-
-def output_screen(run: GenerationRun) -> OutputScreen | None:
-    """The output rails for a started run, or None when nothing needs to look at the output."""
-    if run.screen is None:
-        return None
-    out = run.rt.guard.output(run.screen, run.ctx.key)
-    return None if out.idle else out
+    async for piece in life.pieces():
+        text = piece.text
+        if text and not piece.tool_calls:
+            yield head + json.dumps(text).encode() + tail
+        elif piece.tool_calls:
+            delta: dict = {"content": text} if text else {}
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(_tool_calls_json(piece.tool_calls))]
+            yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
+        if piece.finish_reason is not None:
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": piece.finish_reason,
+                                        "logprobs": None}], **piece.extra}
+            if include_usage and piece.usage is not None:
+                yield {**base, "choices": [], "usage": usage_json(piece.usage)}
 
 
 async def chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
     """Start the generation; return a response dict, or an event iterator when streaming."""
-    if body.model.startswith("rag:"):  # grounded in a collection: answer with citations
-        from genfoundry.gateway.knowledge.serving import grounded_chat_completion
-
-        return await grounded_chat_completion(rt, ctx, body)
+    handler = virtual_model(body.model)
+    if handler is not None:  # rag:NAME and the like: not a hub entry
+        return await handler(rt, ctx, body)
     request = to_generation_request(body)
-    run = GenerationRun(rt, ctx, request)
-    await run.start(check=lambda spec: _check_capabilities(spec, request))
-    out = output_screen(run)
+    life = Lifecycle(rt, ctx, request, check=lambda spec: _check_capabilities(spec, request))
+    await life.start()
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _events(ctx, run, include_usage, out)
-    try:
-        result = await run.collect()
-        if out is not None:
-            result.text = out.feed(result.text) + out.finish() if result.text else result.text
-            if out.stopped:
-                result.text, result.finish_reason = "", "content_filter"
-    finally:
-        if run.screen is not None:
-            await asyncio.shield(rt.guard.finish(run.screen, out))
-    return _response(ctx, run.spec.name, result)
+        return chat_events(ctx, life, bool(body.stream_options and body.stream_options.include_usage))
+    return chat_response(ctx, life.spec.name, await life.whole())
 
 
 def new_call_id() -> str:

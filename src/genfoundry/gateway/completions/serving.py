@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import GenerationRequest
 from genfoundry.gateway.completions.protocol import CompletionRequest
-from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
-from genfoundry.gateway.chat.serving import end_stream, output_screen
+from genfoundry.gateway.generation import CallContext, usage_json
+from genfoundry.gateway.lifecycle import Lifecycle
 from genfoundry.gateway.runtime import Runtime
-from genfoundry.guard.engine import OutputScreen
 
 __all__ = ["completion"]
 
 
-
-async def _events(ctx: CallContext, run: GenerationRun, include_usage: bool,
-                  out: OutputScreen | None) -> AsyncIterator[dict]:
-    base = {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name}
-    chunks = run.chunks()
-    try:
-        async for chunk in chunks:
-            text, finish = chunk.text, chunk.finish_reason
-            if out is not None:
-                text = out.screen_chunk(text, finish is not None)
-                if out.stopped:
-                    text, finish = "", "content_filter"
-            if text or finish is not None:
-                yield {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-            if finish is not None:
-                if include_usage and chunk.usage is not None:
-                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
-                break
-    finally:
-        await end_stream(run, chunks, out)
+async def _events(ctx: CallContext, life: Lifecycle, include_usage: bool) -> AsyncIterator[dict]:
+    base = {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": life.spec.name}
+    async for piece in life.pieces():
+        if piece.text or piece.finish_reason is not None:
+            yield {**base, "choices": [{"index": 0, "text": piece.text, "logprobs": None,
+                                        "finish_reason": piece.finish_reason}]}
+        if piece.finish_reason is not None and include_usage and piece.usage is not None:
+            yield {**base, "choices": [], "usage": usage_json(piece.usage)}
 
 
 def _check_completion(spec) -> None:
@@ -49,21 +35,12 @@ async def completion(rt: Runtime, ctx: CallContext, body: CompletionRequest):
     request = GenerationRequest(
         prompt=body.prompt_text(), max_tokens=body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed)
-    run = GenerationRun(rt, ctx, request)
-    await run.start(check=_check_completion)
-    out = output_screen(run)
+    life = Lifecycle(rt, ctx, request, check=_check_completion)
+    await life.start()
     if body.stream:
-        return _events(ctx, run, bool(body.stream_options and body.stream_options.include_usage), out)
-    try:
-        result = await run.collect()
-        if out is not None:
-            result.text = out.feed(result.text) + out.finish()
-            if out.stopped:
-                result.text, result.finish_reason = "", "content_filter"
-    finally:
-        if run.screen is not None:
-            await asyncio.shield(rt.guard.finish(run.screen, out))
-    return {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": run.spec.name,
+        return _events(ctx, life, bool(body.stream_options and body.stream_options.include_usage))
+    result = await life.whole()
+    return {"id": ctx.id, "object": "text_completion", "created": int(time.time()), "model": life.spec.name,
             "choices": [{"index": 0, "text": result.text, "logprobs": None,
                          "finish_reason": result.finish_reason}],
             "usage": usage_json(result.usage)}

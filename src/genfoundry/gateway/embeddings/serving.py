@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
-import time
 
 from genfoundry.core.errors import GenfoundryError, InvalidRequest
 from genfoundry.gateway.embeddings.protocol import MAX_INPUTS, EmbeddingRequest
-from genfoundry.gateway.generation import CallContext, check_model_access
+from genfoundry.core.tracing import SpanKind, span
+from genfoundry.core.types import Usage
+from genfoundry.gateway.generation import CallContext, check_model_access, record_call
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.models.pricing import call_cost
-from genfoundry.observe.calls import CallRecord
 
 __all__ = ["embeddings"]
 
@@ -23,6 +24,8 @@ def _encode(vector: list[float], fmt: str) -> list[float] | str:
 
 
 async def embeddings(rt: Runtime, ctx: CallContext, body: EmbeddingRequest) -> dict:
+    """Embeddings through the same steps as a generation: access, the guard (PII and sensitivity), the
+    budget hold, the model's queue, a GenAI span, and one call record however it ends (cancelled too)."""
     texts = body.texts()
     spec = None
     try:
@@ -37,35 +40,36 @@ async def embeddings(rt: Runtime, ctx: CallContext, body: EmbeddingRequest) -> d
         if body.dimensions is not None and body.dimensions != model.dimensions:
             raise InvalidRequest(f"model '{spec.name}' makes {model.dimensions}-dimensional vectors; "
                                  "omit dimensions or pass that number", param="dimensions")
+        estimate = Usage(prompt_tokens=sum(len(t) for t in texts) // 4 + 1)
+        rt.quotas.reserve(ctx.key, ctx.id, tokens=estimate.total_tokens,
+                          usd=call_cost(spec, estimate, attributed_seconds=None) or 0.0)
         clock = rt.clock(spec.name)
-        async with rt.admission(model).slot():
-            share = clock.begin()
-            try:
-                result = await model.embed(texts)
-            finally:
-                attributed = clock.end(share)
+        with span(f"embeddings {spec.name}", {
+                "gen_ai.operation.name": "embeddings", "gen_ai.provider.name": spec.provider,
+                "gen_ai.request.model": ctx.requested_model, "gen_ai.response.model": spec.name,
+                "gen_ai.response.id": ctx.id, "genfoundry.inputs": len(texts)}, kind=SpanKind.CLIENT) as item:
+            async with rt.admission(model).slot():
+                share = clock.begin()
+                try:
+                    result = await model.embed(texts)
+                finally:
+                    attributed = clock.end(share)
+            item.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
     except GenfoundryError as exc:
-        _record(rt, ctx, spec, status="error", http_status=exc.status_code, error=exc)
+        rt.quotas.release([ctx.id])
+        record_call(rt, ctx, spec, status="error", http_status=exc.status_code, usage=Usage(), cost=None, error=exc)
+        raise
+    except asyncio.CancelledError:  # the client went away
+        rt.quotas.release([ctx.id])
+        record_call(rt, ctx, spec, status="cancelled", http_status=499, usage=Usage(), cost=None)
         raise
     cost = call_cost(spec, result.usage, attributed_seconds=attributed)
-    _record(rt, ctx, spec, status="ok", http_status=200, tokens=result.usage.prompt_tokens, cost=cost)
+    rt.quotas.settle(ctx.id, tokens=result.usage.prompt_tokens, usd=cost or 0.0)
+    record_call(rt, ctx, spec, status="ok", http_status=200, usage=Usage(prompt_tokens=result.usage.prompt_tokens),
+                cost=cost)
+    if result.usage.prompt_tokens:
+        rt.metrics.tokens.labels(spec.name, "prompt").inc(result.usage.prompt_tokens)
     return {"object": "list", "model": spec.name,
             "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
                      for i, v in enumerate(result.vectors)],
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
-
-
-def _record(rt: Runtime, ctx: CallContext, spec, *, status: str, http_status: int, tokens: int = 0,
-            cost: float | None = None, error: GenfoundryError | None = None) -> None:
-    latency = time.perf_counter() - ctx.started
-    name = spec.name if spec else "unknown"  # a bounded label: not the client's string
-    rt.metrics.requests.labels("embeddings", name, status).inc()
-    rt.metrics.latency.labels("embeddings", name).observe(latency)
-    if tokens:
-        rt.metrics.tokens.labels(name, "prompt").inc(tokens)
-    rt.recorder.record(CallRecord(
-        id=ctx.id, endpoint="embeddings", status=status, http_status=http_status,
-        latency_ms=latency * 1000, key_id=ctx.key.id if ctx.key else None, model=ctx.requested_model,
-        resolved_model=spec.name if spec else None, provider=spec.provider if spec else None,
-        error_type=error.error_type if error else None, error_message=error.message if error else None,
-        prompt_tokens=tokens, cost_usd=cost, request=ctx.body))

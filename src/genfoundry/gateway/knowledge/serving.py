@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +13,11 @@ from fastapi import UploadFile
 
 from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
 from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
-from genfoundry.core.tracing import span
 from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
-from genfoundry.gateway.chat.serving import end_stream, output_screen
-from genfoundry.gateway.generation import CallContext, GenerationRun, usage_json
+from genfoundry.gateway.chat.serving import chat_events, chat_response
+from genfoundry.gateway.generation import CallContext
+from genfoundry.gateway.lifecycle import AfterHook, Lifecycle, register_virtual_model
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.knowledge.base import KnowledgeBase
@@ -27,7 +26,8 @@ from genfoundry.knowledge.retrieval import Passage
 from genfoundry.models.hub import DEFAULT_ALIAS
 
 __all__ = [
-    "RAG_PREFIX", "check_knowledge_model", "collection_for", "gateway_generate", "grounded_chat_completion", "guarded_answer", "ingest_uploads",
+    "RAG_PREFIX", "check_knowledge_model", "collection_for", "gateway_generate", "grounded_chat_completion",
+    "guarded_answer", "ingest_uploads",
     "passage_json", "request_reranker",
 ]
 
@@ -73,10 +73,10 @@ def gateway_generate(rt: Runtime, ctx: CallContext, *, rag_model: bool = True) -
 
     async def generate(model: str, request: GenerationRequest) -> Generation:
         key = _unrestricted(ctx.key) if rag_model else ctx.key
-        run = GenerationRun(rt, dataclasses.replace(ctx, id=f"{ctx.id}-{uuid.uuid4().hex[:8]}",
-                                                    requested_model=model, key=key), request)
-        await run.start()
-        return await run.collect()
+        life = Lifecycle(rt, dataclasses.replace(ctx, id=f"{ctx.id}-{uuid.uuid4().hex[:8]}", requested_model=model,
+                                                 key=key), request)
+        await life.start()
+        return await life.whole()
     return generate
 
 
@@ -136,12 +136,12 @@ def _question(body: ChatCompletionRequest) -> tuple[str, list[Message]]:
 
 
 async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatCompletionRequest):
-    """Chat completion whose answer is grounded in a collection; adds ``citations`` to the response.
+    """Chat completion whose answer is grounded in a collection (the ``rag:`` virtual model); adds
+    ``citations`` (and ``groundedness``) to the response.
 
-    With the guard on: the question goes through the input rails (with the
-    collection's clearance as the request's sensitivity), retrieved passages
-    through the context rail (poisoned ones dropped), and the answer through
-    the groundedness rail.
+    With the guard on: the question goes through the input rails (with the collection's clearance as
+    the request's sensitivity), retrieved passages through the context rail (poisoned ones dropped),
+    and the answer through the output rails and the groundedness rail, in the one lifecycle.
     """
     name = body.model.removeprefix(RAG_PREFIX)
     if ctx.key is not None and not ctx.key.may_use(body.model):
@@ -169,34 +169,32 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
     if screen is not None and collection.pii == "tokenize" and kb.pii is not None:
         # The passages carry the collection's vault tokens; answers are restored for roles allowed to see them.
         screen.restore.update(await asyncio.to_thread(kb.pii.restore_map, name, [p.chunk.text for p in passages]))
-    run = GenerationRun(rt, run_ctx, request)
-    run.screen = screen
-    await run.start()
-    out = output_screen(run)
+    life = Lifecycle(rt, run_ctx, request, screen=screen, after=_citing(rt, screen, passages))
+    await life.start()
     if body.stream:
-        return _stream(ctx, body, run, passages, out)
-    report = None
-    finish = None
-    try:
-        result = await run.collect()
-        text, finish = result.text, result.finish_reason
-        if out is not None:
-            text = out.feed(text) + out.finish()
-            if out.stopped:  # a blocking output rail fired: no answer, as on every other path
-                text, finish = "", "content_filter"
-        if finish != "content_filter":
-            text, report = _grounded(screen, text, [p.chunk.text for p in passages])
-    finally:
+        return chat_events(ctx, life, bool(body.stream_options and body.stream_options.include_usage),
+                           model=body.model)
+    result = await life.whole()
+    if result.finish_reason != "content_filter" and not result.text:
+        result.text = NOT_FOUND
+    return chat_response(ctx, body.model, result, life.extra if result.finish_reason != "content_filter"
+                         else {"citations": []})
+
+
+def _citing(rt: Runtime, screen, passages: list[Passage]) -> AfterHook:
+    """The hook on a grounded answer: the groundedness rail, then citations mapped to the passages."""
+    texts = [p.chunk.text for p in passages]
+
+    def after(text: str, streamed: bool):
+        decisions, extra = [], {}
         if screen is not None:
-            await asyncio.shield(rt.guard.finish(screen, out, _groundedness_decisions(screen, report)))
-    if finish == "content_filter":
-        return _completion(ctx, body.model, Generation(text="", finish_reason=finish, usage=result.usage), [])
-    text, citations = cite(text, passages)
-    response = _completion(ctx, body.model, Generation(text=text or NOT_FOUND, finish_reason=finish,
-                                                       usage=result.usage), citations)
-    if report is not None:
-        response["groundedness"] = report
-    return response
+            text, report, decisions = rt.guard.groundedness(screen, text, texts, streamed=streamed)
+            if report is not None:
+                extra["groundedness"] = report
+        text, citations = cite(text, passages)
+        extra["citations"] = [dataclasses.asdict(c) for c in citations]
+        return text, extra, decisions
+    return after
 
 
 async def _screen_question(rt: Runtime, ctx: CallContext, question: str, history: list[Message]):
@@ -215,65 +213,25 @@ async def guarded_answer(rt: Runtime, ctx: CallContext, answerer: GroundedAnswer
 
     async def screen_passages(texts: list[str]) -> list[int]:
         return await rt.guard.screen_passages(screen, texts)
-    report = None
+    report, decisions = None, []
     try:
         scope = f"policy:{screen.policy_name};role:{ctx.key.role if ctx.key else 'local'}"
         result = await answerer.answer(collection, screen.messages[-1].content, model=screen.model,
                                        screen=screen_passages, cache_scope=scope, **kwargs)
-        shown = {c.index: c.text for c in result.citations}
-        passages = [shown.get(i, "") for i in range(1, max(shown, default=0) + 1)]
-        text, report = _grounded(screen, result.text, passages) if result.found else (result.text, None)
-        result.text = text
+        if result.found:
+            shown = {c.index: c.text for c in result.citations}
+            passages = [shown.get(i, "") for i in range(1, max(shown, default=0) + 1)]
+            result.text, report, decisions = rt.guard.groundedness(screen, result.text, passages)
     finally:
-        await asyncio.shield(rt.guard.finish(screen, None, _groundedness_decisions(screen, report)))
+        await asyncio.shield(rt.guard.finish(screen, None, decisions))
     data = result.to_dict()
     if report is not None:
         data["groundedness"] = report
     return data
 
 
-def _grounded(screen, text: str, passages: list[str]) -> tuple[str, dict | None]:
-    """The answer after the groundedness rail, and its report (None when the rail is off)."""
-    if screen is None or screen.policy.output.groundedness.mode == "off" or not text.strip():
-        return text, None
-    from genfoundry.guard.groundedness import check_groundedness
-
-    config = screen.policy.output.groundedness
-    with span("guard.rail output.groundedness", {"genfoundry.guard.mode": config.mode}) as item:
-        report = check_groundedness(text, passages, threshold=config.threshold)
-        item.set_attribute("genfoundry.guard.supported_share", report.supported_share)
-    dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
-    if config.mode == "redact" and not dry:
-        text = report.filtered_answer()
-    return text, report.to_dict()
-
-
-def _groundedness_decisions(screen, report: dict | None) -> list:
-    if screen is None or report is None:
-        return []
-    from genfoundry.guard.engine import Decision
-
-    config = screen.policy.output.groundedness
-    unsupported = [s for s in report["sentences"] if not s["supported"]]
-    if not unsupported:
-        return []
-    dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
-    return [Decision("output", "groundedness", config.mode, dry_run=dry,
-                     findings=[{"kind": "unsupported", "score": round(s["score"], 3), "sentence": s["index"],
-                                "evidence_passage": s.get("passage")} for s in unsupported][:20],
-                     note=f"{report['supported_share']:.2f} of sentences supported")]
-
-
-def _completion(ctx: CallContext, model: str, result: Generation, citations) -> dict:
-    return {"id": ctx.id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "finish_reason": result.finish_reason, "logprobs": None}],
-            "usage": usage_json(result.usage),
-            "citations": [dataclasses.asdict(c) for c in citations]}
-
-
 def _not_found(ctx: CallContext, body: ChatCompletionRequest):
-    response = _completion(ctx, body.model, Generation(text=NOT_FOUND), [])
+    response = chat_response(ctx, body.model, Generation(text=NOT_FOUND), {"citations": []})
     if not body.stream:
         return response
 
@@ -286,38 +244,4 @@ def _not_found(ctx: CallContext, body: ChatCompletionRequest):
     return events()
 
 
-async def _stream(ctx: CallContext, body: ChatCompletionRequest, run: GenerationRun,
-                  passages: list[Passage], out) -> AsyncIterator[dict]:
-    base = {"id": ctx.id, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model}
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                                "logprobs": None}]}
-    parts: list[str] = []
-    report = None
-    chunks = run.chunks()
-    try:
-        async for chunk in chunks:
-            text, finish = chunk.text, chunk.finish_reason
-            if out is not None:
-                text = out.screen_chunk(text, finish is not None)
-                if out.stopped:
-                    text, finish = "", "content_filter"
-            if text:
-                parts.append(text)
-                yield {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None,
-                                            "logprobs": None}]}
-            if finish is not None:
-                answer = "".join(parts)
-                _, citations = cite(answer, passages)
-                # Sent text cannot be taken back: in a stream the groundedness rail reports, it does not remove.
-                _, report = _grounded(run.screen, answer, [p.chunk.text for p in passages])
-                final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}],
-                         "citations": [dataclasses.asdict(c) for c in citations]}
-                if report is not None:
-                    final["groundedness"] = report
-                yield final
-                if include_usage and chunk.usage is not None:
-                    yield {**base, "choices": [], "usage": usage_json(chunk.usage)}
-                break
-    finally:
-        await end_stream(run, chunks, out, _groundedness_decisions(run.screen, report))
+register_virtual_model(RAG_PREFIX, grounded_chat_completion)
