@@ -119,6 +119,7 @@ class GenerationRun:
         self.screen = None  # the guard's decisions for this request, when the guard runs
         self.trace_id = current_trace_id()
         self._span = None
+        self.stopped = False  # the gateway ended the answer (an output rail): a complete call, not a cancel
 
     async def start(self, check=None, *, guard: bool = True) -> None:
         """Find a model that starts generating; errors here become HTTP errors.
@@ -234,6 +235,7 @@ class GenerationRun:
                 self._text.append(chunk.text)
                 if chunk.finish_reason is not None:
                     self._final = chunk
+                    status = "ok"  # complete: a consumer that stops right after the last chunk cancels nothing
                 yield chunk
                 if chunk.finish_reason is not None:
                     break
@@ -248,6 +250,8 @@ class GenerationRun:
             self._error = exc
             raise
         finally:
+            if self.stopped and status == "cancelled":
+                status = "ok"
             await asyncio.shield(self._finish(status))
 
     async def collect(self) -> Generation:

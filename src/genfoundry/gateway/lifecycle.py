@@ -76,8 +76,13 @@ class Lifecycle:
         return self.run.screen
 
     async def start(self) -> None:
-        """Input rails, then a model that starts answering; every failure here is recorded and raised."""
-        await self.run.start(check=self.check, guard=self.guard)
+        """Input rails, then a model that starts answering; every failure here is recorded and raised
+        (the request's audit entry is written before the error goes out)."""
+        try:
+            await self.run.start(check=self.check, guard=self.guard)
+        except BaseException:
+            await self._finish()
+            raise
         if self.run.screen is not None:
             out = self.rt.guard.output(self.run.screen, self.ctx.key)
             self.out = None if out.idle else out
@@ -92,6 +97,7 @@ class Lifecycle:
                 if self.out is not None:
                     text = self.out.screen_chunk(text, finish is not None)
                     if self.out.stopped:  # a blocking output rail fired: the answer ends here
+                        self.run.stopped = True
                         yield Piece(finish_reason="content_filter")
                         return
                 parts.append(text)

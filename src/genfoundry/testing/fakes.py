@@ -8,7 +8,8 @@ Example::
 
 With no replies queued, the fake echoes the last user message. Registered as the
 ``fake`` provider, so hub entries with ``provider="fake"`` work through the
-gateway (options: ``replies``, ``fail``, ``delay``, ``context_length``).
+gateway (options: ``replies``, ``fail``, ``fail_after`` (pieces streamed before a failure), ``delay``,
+``context_length``; embedding models: ``dimensions``, ``fail``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class FakeChatModel:
             replies if replies is not None else options.get("replies", []))
         self.fail = bool(options.get("fail", False) if fail is None else fail)
         self.delay = float(options.get("delay", 0.0) if delay is None else delay)
+        # Fail after this many streamed pieces (a provider that dies mid-answer); None: never.
+        self.fail_after = options.get("fail_after")
         self.concurrency = concurrency
         self.requests: list[GenerationRequest] = []
         self.cancelled = 0
@@ -104,6 +107,8 @@ class FakeChatModel:
         words = reply.text.split(" ")
         try:
             for i, word in enumerate(words):
+                if self.fail_after is not None and i >= int(self.fail_after):
+                    raise ProviderError(f"fake provider '{self.spec.name}' failed after {i} pieces")
                 if self.delay:
                     await asyncio.sleep(self.delay / max(len(words), 1))
                 yield GenerationChunk(text=word if i == 0 else " " + word)
@@ -142,6 +147,8 @@ class FakeEmbeddingModel:
         return [v / norm for v in vec]
 
     async def embed(self, texts: list[str]) -> Embeddings:
+        if self.spec.options.get("fail"):
+            raise ProviderError(f"fake provider '{self.spec.name}' is set to fail")
         return Embeddings(vectors=[self._vector(t) for t in texts],
                           usage=Usage(prompt_tokens=sum(_words(t) for t in texts)))
 

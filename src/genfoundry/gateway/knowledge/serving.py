@@ -12,11 +12,11 @@ from pathlib import Path
 from fastapi import UploadFile
 
 from genfoundry.apps.answer import NOT_FOUND, Generate, GroundedAnswerer, cite
-from genfoundry.core.errors import InvalidRequest, PayloadTooLarge, PermissionDenied
-from genfoundry.core.types import Generation, GenerationRequest, Message
+from genfoundry.core.errors import GenfoundryError, InvalidRequest, PayloadTooLarge, PermissionDenied
+from genfoundry.core.types import Generation, GenerationRequest, Message, Usage
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.chat.serving import chat_events, chat_response
-from genfoundry.gateway.generation import CallContext
+from genfoundry.gateway.generation import CallContext, record_call
 from genfoundry.gateway.lifecycle import AfterHook, Lifecycle, register_virtual_model
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.gateway.runtime import Runtime
@@ -152,7 +152,7 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
                                   collections={name: collection.clearance})
     screen, screen_passages, model = None, None, DEFAULT_ALIAS
     if rt.guard is not None:
-        screen = await _screen_question(rt, run_ctx, question, history)
+        screen = await _recorded(rt, run_ctx, _screen_question(rt, run_ctx, question, history))
         question, model = screen.messages[-1].content, screen.model
 
         async def screen_passages(texts: list[str]) -> list[int]:
@@ -163,6 +163,8 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
     if request is None:
         if screen is not None:
             await rt.guard.finish(screen)
+        record_call(rt, run_ctx, None, status="ok", http_status=200, usage=Usage(), cost=None,
+                    response={"text": NOT_FOUND, "finish_reason": "stop"})
         return _not_found(ctx, body)
     if body.max_tokens or body.max_completion_tokens:
         request.max_tokens = body.max_completion_tokens or body.max_tokens
@@ -207,9 +209,9 @@ async def guarded_answer(rt: Runtime, ctx: CallContext, answerer: GroundedAnswer
                          *, model: str, **kwargs) -> dict:
     """An answer from the answers route with the guard: the question through the input rails, passages
     through the context rail, the answer through the groundedness rail (its report in ``groundedness``)."""
-    screen = await rt.guard.screen_input(call_id=ctx.id, key=ctx.key, model=model,
-                                         messages=[Message(role="user", content=question)], app=ctx.app,
-                                         label=ctx.label, collections=ctx.collections)
+    screen = await _recorded(rt, ctx, rt.guard.screen_input(
+        call_id=ctx.id, key=ctx.key, model=model, messages=[Message(role="user", content=question)], app=ctx.app,
+        label=ctx.label, collections=ctx.collections))
 
     async def screen_passages(texts: list[str]) -> list[int]:
         return await rt.guard.screen_passages(screen, texts)
@@ -228,6 +230,15 @@ async def guarded_answer(rt: Runtime, ctx: CallContext, answerer: GroundedAnswer
     if report is not None:
         data["groundedness"] = report
     return data
+
+
+async def _recorded(rt: Runtime, ctx: CallContext, screening):
+    """Await the guard's screening of a question; a refusal is recorded as the request's (failed) call."""
+    try:
+        return await screening
+    except GenfoundryError as exc:
+        record_call(rt, ctx, None, status="error", http_status=exc.status_code, usage=Usage(), cost=None, error=exc)
+        raise
 
 
 def _not_found(ctx: CallContext, body: ChatCompletionRequest):
