@@ -39,12 +39,12 @@ from genfoundry.gateway.runtime import Runtime
 from genfoundry.gateway.tracing import TraceMiddleware
 from genfoundry.guard.engine import open_guard
 from genfoundry.models.builtin import register_builtins
-from genfoundry.models.hub import ModelHub
+from genfoundry.models.hub import ModelHub, lookup_scope
 from genfoundry.observe.alerts import has_alert_since, record_alert
 from genfoundry.observe.calls import CallRecorder
 from genfoundry.observe.tracing import Tracing, prune_spans
 
-__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "create_app", "warm_model"]
+__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "LookupScope", "create_app", "warm_model"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
         return _error(500, "internal error; see the gateway log", type_="server_error")
+
+
+class LookupScope:
+    """Each request sees one snapshot of the hub: its several model lookups cost one store query."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        with lookup_scope():
+            await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -316,6 +329,7 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
         return Response(request.app.state.runtime.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.add_middleware(LookupScope)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)  # outermost: refused bodies are traced too
     app.openapi = lambda: _openapi(app)

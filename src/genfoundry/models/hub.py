@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,10 +29,24 @@ from genfoundry.models.protocols import ChatModel, EmbeddingModel
 from genfoundry.models.providers import get_provider
 from genfoundry.models.spec import Measured, ModelSpec
 
-__all__ = ["DEFAULT_ALIAS", "DEFAULT_EMBEDDING_ALIAS", "ModelHub"]
+__all__ = ["DEFAULT_ALIAS", "DEFAULT_EMBEDDING_ALIAS", "ModelHub", "lookup_scope"]
 
 DEFAULT_ALIAS = "default"
 DEFAULT_EMBEDDING_ALIAS = "default-embedding"
+
+
+_SCOPE: ContextVar[dict | None] = ContextVar("genfoundry_hub_lookup_scope", default=None)
+
+
+@contextmanager
+def lookup_scope() -> Iterator[None]:
+    """Within this scope (the gateway opens one per request) the hub checks the store for changes once:
+    the request's several lookups see one consistent set of entries, and pay for one query."""
+    token = _SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 class ModelHub:
@@ -40,23 +57,52 @@ class ModelHub:
         self.settings = settings
         self._loaded: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # The entries, parsed once and kept while the table is unchanged: a lookup costs one small
+        # aggregate query (so a change made by another process sharing the store is seen at once),
+        # not a read and validation of every row.
+        self._cache: tuple[tuple, list[ModelSpec], dict[str, ModelSpec]] | None = None
 
     # -- entries ---------------------------------------------------------------
-    def list(self) -> list[ModelSpec]:
+    def _forget_entries(self) -> None:
+        self._cache = None
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.pop(id(self), None)
+
+    def _version(self) -> tuple:
+        table = self.store.tables.models
+        with self.store.begin() as conn:
+            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c.updated_at))).one())
+
+    def _entries(self) -> tuple[list[ModelSpec], dict[str, ModelSpec]]:
+        scope = _SCOPE.get()
+        if scope is not None and id(self) in scope:
+            return scope[id(self)]
+        found = self._checked()
+        if scope is not None:
+            scope[id(self)] = found
+        return found
+
+    def _checked(self) -> tuple[list[ModelSpec], dict[str, ModelSpec]]:
+        version = self._version()
+        cached = self._cache
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
         table = self.store.tables.models
         with self.store.begin() as conn:
             rows = conn.execute(sa.select(table.c.spec).order_by(table.c.name)).all()
-        return [ModelSpec.model_validate(row[0]) for row in rows]
+        specs = [ModelSpec.model_validate(row[0]) for row in rows]
+        names = {alias: spec for spec in specs for alias in spec.aliases}
+        names.update({spec.name: spec for spec in specs})  # a name wins over another entry's alias
+        self._cache = (version, specs, names)
+        return specs, names
+
+    def list(self) -> list[ModelSpec]:
+        return [spec.model_copy() for spec in self._entries()[0]]
 
     def _find(self, name: str) -> ModelSpec | None:
-        specs = self.list()
-        for spec in specs:
-            if spec.name == name:
-                return spec
-        for spec in specs:
-            if name in spec.aliases:
-                return spec
-        return None
+        found = self._entries()[1].get(name)
+        return found.model_copy() if found is not None else None
 
     def resolve(self, name: str) -> ModelSpec:
         """The entry for a name or alias; 'default' and 'default-embedding' work too."""
@@ -81,6 +127,7 @@ class ModelHub:
                 conn.execute(table.update().where(table.c.name == spec.name).values(**row))
             else:
                 conn.execute(table.insert().values(created_at=utcnow(), **row))
+        self._forget_entries()
         self._loaded.pop(spec.name, None)
         return spec
 
@@ -97,6 +144,7 @@ class ModelHub:
         table = self.store.tables.models
         with self.store.begin() as conn:
             conn.execute(table.delete().where(table.c.name == spec.name))
+        self._forget_entries()
         self._loaded.pop(spec.name, None)
         return spec
 
@@ -124,6 +172,7 @@ class ModelHub:
         with self.store.begin() as conn:
             conn.execute(table.update().where(table.c.name == spec.name).values(
                 spec=spec.model_dump(mode="json"), updated_at=utcnow()))
+        self._forget_entries()
 
     # -- loaded providers ------------------------------------------------------
     def create(self, spec: ModelSpec) -> ChatModel | EmbeddingModel:
