@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from genfoundry.core.settings import load_settings
-from genfoundry.guard.bench import latency_prompts, run_guard_latency
-from genfoundry.guard.injection_bench import benign_sets, run_injection_bench
-from genfoundry.guard.pii_bench import _evaluate, _labels, run_pii_bench
+from genfoundry.bench.guard_latency import latency_prompts, run_guard_latency
+from genfoundry.bench.injection import run_injection_bench
+from genfoundry.guard.datasets import benign_sets
+from genfoundry.bench.pii import _evaluate, _labels, run_pii_bench
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "pii").is_dir(), reason="../shared/data is not beside the checkout")

@@ -14,7 +14,7 @@ from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.store import utcnow
 from genfoundry.observe.alerts import list_alerts
 from genfoundry.observe.drift import answer_similarity, golden_verdict, mmd_test, topic_shift
-from genfoundry.observe.drift_bench import run_drift_bench
+from genfoundry.bench.drift import run_drift_bench
 from genfoundry.observe.monitor import check_golden, list_drift_runs, load_golden, record_golden, run_request_drift
 
 

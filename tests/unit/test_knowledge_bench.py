@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from genfoundry.core.settings import load_settings
-from genfoundry.knowledge.bench import (
+from genfoundry.bench.knowledge import (
     bench_scale,
     load_cranfield,
     ndcg_at,

@@ -11,7 +11,7 @@ import typer
 
 from genfoundry.cli.common import err_console, get_context, handle_errors
 from genfoundry.core.errors import ConfigError
-from genfoundry.gateway.bench import BenchConfig, run_gateway_bench
+from genfoundry.bench.gateway import BenchConfig, run_gateway_bench
 from genfoundry.gateway.keys import create_key, revoke_key
 from genfoundry.guard.keys import ensure_vault_key
 from genfoundry.models.providers.llama_server import find_llama_server
@@ -94,7 +94,7 @@ def knowledge(ctx: typer.Context,
                                                    "then ../shared/data/retrieval/cranfield beside the checkout."),
               out: Path = typer.Option(None, help="Also write the JSON to this file.")):
     """Retrieval quality on Cranfield, ingest throughput, and search latency and recall at scale."""
-    from genfoundry.knowledge.bench import BENCH_PARTS, run_knowledge_bench
+    from genfoundry.bench.knowledge import BENCH_PARTS, run_knowledge_bench
     from genfoundry.models.builtin import BUILTIN_EMBEDDING
 
     context = get_context(ctx)
@@ -165,7 +165,7 @@ def guard(ctx: typer.Context,
     if part in ("all", "pii", "injection") and not folder.is_dir():
         raise ConfigError(f"no evaluation data at {folder}; pass --data FOLDER or set {GUARD_DATA_ENV}")
     if part in ("all", "latency"):
-        from genfoundry.guard.bench import run_guard_latency
+        from genfoundry.bench.guard_latency import run_guard_latency
 
         with tempfile.TemporaryDirectory(prefix="bench-guard-", dir=context.settings.home) as scratch:
             settings = context.settings.model_copy(update={"home": Path(scratch), "database_url": None,
@@ -176,12 +176,12 @@ def guard(ctx: typer.Context,
             err_console.print(f"latency: {runs} prompts of 500 tokens…", style="dim")
             result["latency"] = run_guard_latency(settings, runs=runs)
     if part in ("all", "pii"):
-        from genfoundry.guard.pii_bench import run_pii_bench
+        from genfoundry.bench.pii import run_pii_bench
 
         err_console.print("pii: ours vs the default Presidio analyzer…", style="dim")
         result["pii"] = run_pii_bench(folder / "pii" / "presidio_synth_dataset_v2.json", limit=limit)
     if part in ("all", "injection"):
-        from genfoundry.guard.injection_bench import run_injection_bench
+        from genfoundry.bench.injection import run_injection_bench
 
         err_console.print("injection: attacks vs benign text…", style="dim")
         result["injection"] = run_injection_bench(folder)
@@ -197,7 +197,7 @@ def observe(ctx: typer.Context,
             port: int = typer.Option(8890, help="Port of llama-server; the two gateways take the next two."),
             out: Path = typer.Option(None, help="Also write the JSON to this file.")):
     """What tracing costs: the same requests through a gateway with tracing on and one with it off."""
-    from genfoundry.observe.bench import run_observe_bench
+    from genfoundry.bench.observe import run_observe_bench
 
     context = get_context(ctx)
     spec = context.hub().resolve("default")
@@ -221,7 +221,7 @@ def drift(ctx: typer.Context,
                                               "checkout)."),
           out: Path = typer.Option(None, help="Also write the JSON to this file.")):
     """Drift detection on a synthetic shift: a new topic mixed in at 10, 20 and 40 %."""
-    from genfoundry.observe.drift_bench import run_drift_bench
+    from genfoundry.bench.drift import run_drift_bench
 
     context = get_context(ctx)
     folder = (data or Path(os.environ.get(GUARD_DATA_ENV) or _CHECKOUT_DATA)).resolve()

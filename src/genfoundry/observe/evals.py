@@ -184,7 +184,7 @@ def load_labelled(options: dict) -> list[tuple[str, int]]:
             pairs.append((item["text"], item["label"]))
         return pairs
     if options.get("data_dir"):
-        from genfoundry.guard.injection_bench import benign_sets
+        from genfoundry.guard.datasets import benign_sets
 
         folder = Path(options["data_dir"])
         attacks = folder / "injection" / "giskard_prompt_injections.csv"

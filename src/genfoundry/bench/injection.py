@@ -16,32 +16,15 @@ Example::
 from __future__ import annotations
 
 import csv
-import json
-import re
 import statistics
 import time
 from collections import defaultdict
-from importlib import resources
 from pathlib import Path
 
+from genfoundry.guard.datasets import benign_sets
 from genfoundry.guard.injection import PATTERNS, InjectionDetector, windows
 
-__all__ = ["benign_sets", "run_injection_bench"]
-
-
-def _cranfield_queries(folder: Path) -> list[str]:
-    text = (folder / "cran.qry").read_text(encoding="utf-8", errors="replace")
-    queries = (q.replace(".W", " ").strip() for q in re.split(r"^\.I .*$", text, flags=re.MULTILINE))
-    return [" ".join(q.split()) for q in queries if q]
-
-
-def benign_sets(data: Path) -> dict[str, list[str]]:
-    ham = json.loads((data / "weak_supervision" / "youtube" / "test.json").read_text(encoding="utf-8"))
-    everyday = resources.files("genfoundry.guard").joinpath("artifacts", "everyday-questions.txt").read_text(
-        encoding="utf-8")
-    return {"youtube_test_ham": [r["data"]["text"] for r in ham.values() if r["label"] == 0],
-            "cranfield_queries": _cranfield_queries(data / "retrieval" / "cranfield"),
-            "everyday_questions": [q for q in everyday.splitlines() if q.strip() and not q.startswith("#")]}
+__all__ = ["run_injection_bench"]
 
 
 def _rates(flags: dict[str, list[bool]]) -> dict:

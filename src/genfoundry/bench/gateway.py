@@ -30,6 +30,7 @@ import psutil
 from genfoundry.core.settings import Settings
 from genfoundry.models.prompting import TEMPLATES, render_chat
 from genfoundry.core.types import Message
+from genfoundry.testing.servers import stop_process, wait_http
 
 __all__ = [
     "BenchConfig",
@@ -143,28 +144,6 @@ def concurrent_streams(run_one, n: int, offset: int) -> dict:
             "wall_s": round(wall, 2), "aggregate_tokens_per_s": round(tokens / wall, 2)}
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout}s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def _rss_mb(pid: int) -> dict:
     proc = psutil.Process(pid)
     own = proc.memory_info().rss / 2**20
@@ -179,7 +158,7 @@ def _start_gateway(cfg: BenchConfig, home: Path) -> subprocess.Popen:
         [sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(cfg.port),
          "--preload", "default", "--preload", "default-embedding"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_http(f"http://127.0.0.1:{cfg.port}/health", proc)
+    wait_http(f"http://127.0.0.1:{cfg.port}/health", proc)
     return proc
 
 
@@ -189,7 +168,7 @@ def _start_llama_server(cfg: BenchConfig, settings: Settings, binary: str) -> tu
            "-np", str(cfg.concurrency), "-c", str(settings.llama_context * cfg.concurrency),
            "-t", str(settings.llama_threads or os.cpu_count()), "--no-webui"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_http(f"http://127.0.0.1:{cfg.port + 1}/health", proc)
+    wait_http(f"http://127.0.0.1:{cfg.port + 1}/health", proc)
     return proc, cmd
 
 
@@ -224,7 +203,7 @@ def run_gateway_bench(cfg: BenchConfig, settings: Settings, key: str, binary: st
     finally:
         for proc in (gateway, server):
             if proc is not None:
-                _stop(proc)
+                stop_process(proc)
     return _verdict(cfg, {n: _summary(t) for n, t in single.items()}, many, memory, server_cmd)
 
 

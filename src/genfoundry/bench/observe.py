@@ -36,12 +36,13 @@ import httpx
 
 from genfoundry.core.settings import Settings, load_settings
 from genfoundry.core.store import Store
-from genfoundry.gateway.bench import BenchConfig, _start_llama_server, _stop, _wait_http, concurrent_streams
-from genfoundry.gateway.bench import openai_chat_stream
+from genfoundry.bench.gateway import BenchConfig, _start_llama_server, concurrent_streams
+from genfoundry.bench.gateway import openai_chat_stream
 from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.spec import ModelSpec
+from genfoundry.testing.servers import stop_process, wait_http
 
 __all__ = ["gateway_only", "run_observe_bench"]
 
@@ -74,7 +75,7 @@ def _serve(home: Path, port: int, tracing: bool) -> subprocess.Popen:
            "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_http(f"http://127.0.0.1:{port}/health", proc)
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
     return proc
 
 
@@ -174,7 +175,7 @@ def run_observe_bench(settings: Settings, *, binary: str, model_path: str, singl
         alone = gateway_only()
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process(proc)
     on, off = _percentiles(latency["on"]), _percentiles(latency["off"])
     # Paired: request i had the same prompt and the same engine on both sides, one right after the other.
     added = statistics.median(a - b for a, b in zip(latency["on"], latency["off"]))
