@@ -29,7 +29,6 @@ from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.loaders import LoadError, load_document
 from genfoundry.knowledge.stores.lance import LanceVectorStore
 from genfoundry.models.spec import ModelSpec
-from genfoundry.observe.calls import list_calls
 from tests.conftest import TEST_VAULT_KEY, fake_spec
 
 VAULT_KEY = __import__("base64").b64decode(TEST_VAULT_KEY)

@@ -18,7 +18,6 @@ only copies files.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
