@@ -31,7 +31,15 @@ def test_pii_bench_runs_both_detectors():
     result = run_pii_bench(DATA / "pii" / "presidio_synth_dataset_v2.json", limit=25)
     assert result["sentences"] == 25
     for side in ("ours", "presidio_default"):
-        assert 0 <= result[side]["overall"]["f2"] <= 1 and result[side]["latency_ms_p50"] > 0
+        overall = result[side]["overall"]
+        # The figures follow from the counts they report (not just "some number in 0..1").
+        p = overall["tp"] / (overall["tp"] + overall["fp"]) if overall["tp"] + overall["fp"] else 0.0
+        r = overall["tp"] / (overall["tp"] + overall["fn"]) if overall["tp"] + overall["fn"] else 0.0
+        f2 = 5 * p * r / (4 * p + r) if p + r else 0.0
+        assert overall["f2"] == pytest.approx(f2, abs=1e-3) and overall["tp"] > 0
+        assert result[side]["latency_ms_p50"] > 0
+    # Both detectors find most of the typed PII in 25 sentences; ours at least as much (its reason to be).
+    assert result["ours"]["overall"]["f2"] >= result["presidio_default"]["overall"]["f2"] - 0.05
 
 
 @needs_data
@@ -40,7 +48,9 @@ def test_injection_bench_reports_every_set():
     assert len(sets["cranfield_queries"]) >= 225 and len(sets["everyday_questions"]) > 100
     result = run_injection_bench(DATA)
     assert result["attacks"] == 35 and set(result["combined"]["fpr"]) == {*sets, "all"}
-    assert 0.5 <= result["threshold"] < 1 and 0 <= result["combined"]["tpr"] <= 1
+    assert 0.5 <= result["threshold"] < 1
+    # The shipped detector finds most of the 35 attacks and flags few benign texts (docs: 0.914 / 0.0042).
+    assert result["combined"]["tpr"] >= 0.8 and result["combined"]["fpr"]["all"] <= 0.02
 
 
 def test_latency_bench_on_a_few_prompts(tmp_path):

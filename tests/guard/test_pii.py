@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -43,15 +42,13 @@ def test_findings_never_carry_the_value(detector):
         assert "jane" not in repr(f.detail)
 
 
-def test_pattern_only_mode_is_fast_and_skips_names():
+def test_pattern_only_mode_skips_names():
+    # Speed is measured by `genfoundry bench guard`, not asserted here on a shared machine.
     fast = PiiDetector(ner=False)
     text = "John Smith paid with 4111 1111 1111 1111. " * 40
-    fast.check(text)
-    started = time.perf_counter()
     found = fast.check(text)
-    assert time.perf_counter() - started < 0.5
-    kinds = {f.kind for f in found}
-    assert "CREDIT_CARD" in kinds and "PERSON" not in kinds
+    assert [f.kind for f in found] == ["CREDIT_CARD"] * 40
+    assert "PERSON" not in fast.entities
 
 
 def test_unknown_entity_types_are_errors():
@@ -62,7 +59,7 @@ def test_unknown_entity_types_are_errors():
 
 @pytest.mark.parametrize("text", ["", "   ", "\x00\x01\x02 binary \xff junk", "a" * 20000, "🙂 " * 500])
 def test_odd_input_does_not_crash(detector, text):
-    assert isinstance(detector.check(text), list)
+    assert [f for f in detector.check(text) if f.kind in ("CREDIT_CARD", "EMAIL_ADDRESS", "US_SSN")] == []
 
 
 def test_redact_mask_and_keep(detector):

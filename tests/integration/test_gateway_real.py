@@ -40,10 +40,13 @@ def test_chat_answers_and_is_logged(gateway, client):
                                            temperature=0, stop=["\n"])
     assert "Paris" in reply.choices[0].message.content
     assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 20
-    time.sleep(0.5)
     store = gateway.store()
-    row = next(r for r in list_calls(store, limit=50) if r["id"] == reply.id)
+    deadline = time.monotonic() + 10  # the call log is written in the background: poll for the row
+    while not (rows := [r for r in list_calls(store, limit=50) if r["id"] == reply.id]):
+        assert time.monotonic() < deadline, "the call was never recorded"
+        time.sleep(0.05)
     store.close()
+    row = rows[0]
     assert row["status"] == "ok" and row["provider"] == "llamacpp"
     assert row["completion_tokens"] == reply.usage.completion_tokens
     assert row["cost_usd"] > 0 and row["ttft_ms"] > 0

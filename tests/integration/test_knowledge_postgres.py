@@ -33,8 +33,15 @@ def kb(settings, postgres_url):
     store.close()
 
 
-def test_settings_url_selects_pgvector(kb):
-    assert isinstance(kb.vectors, PgVectorStore)
+def test_settings_url_selects_pgvector(kb, postgres_url):
+    assert type(kb.vectors) is PgVectorStore
+    asyncio.run(kb.create_collection("where"))
+    # The collection really is in PostgreSQL: another store opened on the same URL sees it.
+    other = PgVectorStore(postgres_url)
+    try:
+        assert "where" in other.collections()
+    finally:
+        other.close()
 
 
 def test_ingest_update_search_and_forget(kb, tmp_path):

@@ -111,8 +111,9 @@ def _demo(base_url: str, key: str, store, call_model: str) -> None:
         max_tokens=40, temperature=0, stop=["\n", "."])
     elapsed = time.perf_counter() - started
     console.print(f"  < {reply.choices[0].message.content.strip()}", highlight=False, soft_wrap=True)
-    time.sleep(0.3)  # the call log is written in the background
-    rows = [r for r in list_calls(store, limit=5) if r["id"] == reply.id]
+    deadline = time.monotonic() + 5  # the call log is written in the background: wait for the row
+    while not (rows := [r for r in list_calls(store, limit=5) if r["id"] == reply.id]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     cost = rows[0]["cost_usd"] if rows and rows[0]["cost_usd"] is not None else None
     ttft = rows[0]["ttft_ms"] if rows else None
     console.print(f"  tokens: {reply.usage.prompt_tokens} in, {reply.usage.completion_tokens} out · "
