@@ -22,7 +22,14 @@ __all__ = [
     "PermissionDenied",
     "ProviderError",
     "RateLimited",
+    "error_body",
 ]
+
+
+def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    """The one error shape every response and stream event uses (OpenAI's)."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 class GenfoundryError(Exception):
@@ -40,14 +47,7 @@ class GenfoundryError(Exception):
             self.code = code
 
     def to_dict(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, type_=self.error_type, param=self.param, code=self.code)
 
 
 class ConfigError(GenfoundryError):

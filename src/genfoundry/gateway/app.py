@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genfoundry import __version__
-from genfoundry.core.errors import GenfoundryError, PayloadTooLarge, RateLimited
+from genfoundry.core.errors import GenfoundryError, PayloadTooLarge, RateLimited, error_body
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
 from genfoundry.core.types import Message
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def _error(status: int, message: str, *, type_: str = "invalid_request_error", param=None, code=None,
            headers=None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
+    return JSONResponse(error_body(message, type_=type_, param=param, code=code),
                         status_code=status, headers=headers)
 
 

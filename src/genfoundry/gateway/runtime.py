@@ -4,7 +4,7 @@ metrics, and a queue and cost clock per model."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
@@ -15,6 +15,10 @@ from genfoundry.models.admission import Admission
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.pricing import SharedClock
 from genfoundry.observe.calls import CallRecorder
+
+if TYPE_CHECKING:  # the types only: the guard and tracing load their rails and exporters when turned on
+    from genfoundry.guard.engine import Guard
+    from genfoundry.observe.tracing import Tracing
 
 __all__ = ["Runtime"]
 
@@ -33,8 +37,8 @@ class Runtime:
     admissions: dict[str, Admission] = field(default_factory=dict)
     clocks: dict[str, SharedClock] = field(default_factory=dict)
     kb: KnowledgeBase | None = None
-    guard: Any = None  # genfoundry.guard.engine.Guard when the guard is on
-    tracing: Any = None  # genfoundry.observe.tracing.Tracing when tracing is on
+    guard: Guard | None = None  # when the guard is on
+    tracing: Tracing | None = None  # when tracing is on
     ready: bool = False  # the preloaded models are loaded and warm (/health answers 200)
     startup_error: str | None = None  # why warming up failed (/health answers 503 with it)
     warmed: set[str] = field(default_factory=set)

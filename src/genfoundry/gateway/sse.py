@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from genfoundry.core.errors import GenfoundryError
+from genfoundry.core.errors import GenfoundryError, error_body
 
 __all__ = ["STREAM_RESPONSES", "sse_response"]
 
@@ -39,8 +39,7 @@ async def _frames(events: AsyncIterator[dict | bytes]) -> AsyncIterator[bytes]:
         return
     except Exception:
         log.exception("stream failed")
-        yield _event({"error": {"message": "internal error; see the gateway log", "type": "server_error",
-                                "param": None, "code": None}})
+        yield _event(error_body("internal error; see the gateway log", type_="server_error"))
         return
     yield _event("[DONE]")
 

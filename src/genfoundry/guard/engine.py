@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from genfoundry.core import audit
+from genfoundry.core.caller import Caller
 from genfoundry.core.errors import ConfigError, GenfoundryError, PermissionDenied
 from genfoundry.core.tracing import span
 from genfoundry.core.types import Message
@@ -166,7 +167,7 @@ class Guard:
         self.rails.warm_up(self.policies, pii=any(spec.clearance != "restricted" for spec in generators))
 
     # -- input ---------------------------------------------------------------------------------
-    async def screen_input(self, *, call_id: str, key, model: str, messages: list[Message],
+    async def screen_input(self, *, call_id: str, key: Caller | None, model: str, messages: list[Message],
                            app: str | None = None, label: str | None = None,
                            collections: dict[str, str] | None = None, record: bool = True,
                            tools: list[dict] | None = None) -> Screen:
@@ -220,7 +221,8 @@ class Guard:
             screen.recorded = asyncio.ensure_future(asyncio.to_thread(self._record, screen, outcome="sent"))
         return screen
 
-    async def screen_embedding(self, *, call_id: str, key, model: str, texts: list[str], app: str | None = None,
+    async def screen_embedding(self, *, call_id: str, key: Caller | None, model: str, texts: list[str],
+                               app: str | None = None,
                                label: str | None = None) -> list[str]:
         """Texts to embed as the model may see them.
 
@@ -382,10 +384,9 @@ class Guard:
         config = screen.policy.output.groundedness
         if config.mode == "off" or not text.strip():
             return text, None, []
-        from genfoundry.guard.groundedness import check_groundedness
-
+        rail = self.rails.get("groundedness", config)
         with span("guard.rail output.groundedness", {"genfoundry.guard.mode": config.mode}) as item:
-            report = check_groundedness(text, passages, threshold=config.threshold)
+            report = rail.check_answer(text, passages)
             item.set_attribute("genfoundry.guard.supported_share", report.supported_share)
         dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
         if config.mode == "redact" and not dry and not streamed:
@@ -399,7 +400,7 @@ class Guard:
         return text, data, decisions
 
     # -- output --------------------------------------------------------------------------------
-    def output(self, screen: Screen, key) -> OutputScreen:
+    def output(self, screen: Screen, key: Caller | None) -> OutputScreen:
         restore = screen.restore if (key is None or key.role in screen.policy.restore_for) else {}
         config = screen.policy.output.toxicity
         rail = self.rails.get("toxicity", config) if config.mode != "off" else None

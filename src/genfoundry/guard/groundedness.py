@@ -26,7 +26,8 @@ import numpy as np
 from genfoundry.guard.types import Embed
 from genfoundry.knowledge.analysis import analyze
 
-__all__ = ["DEFAULT_THRESHOLD", "GroundednessReport", "SentenceSupport", "check_groundedness", "split_sentences"]
+__all__ = ["DEFAULT_THRESHOLD", "GroundednessRail", "GroundednessReport", "SentenceSupport", "check_groundedness",
+           "split_sentences"]
 
 DEFAULT_THRESHOLD = 0.5
 MIN_CLAIM_TERMS = 3
@@ -111,3 +112,19 @@ def check_groundedness(answer: str, passages: list[str], *, embed: Embed | None 
                                       supported=not claims[i] or score >= threshold, score=score,
                                       passage=best, cited=cited, cited_supported=cited_ok))
     return GroundednessReport(sentences=report, threshold=threshold)
+
+
+class GroundednessRail:
+    """The groundedness check as a registered answer rail (see ``guard.registry``)."""
+
+    name = "groundedness"
+
+    def __init__(self, *, threshold: float = DEFAULT_THRESHOLD, embed: Embed | None = None):
+        self.threshold = threshold
+        self.embed = embed
+
+    def warm_up(self) -> None:
+        return None
+
+    def check_answer(self, answer: str, passages: list[str]) -> GroundednessReport:
+        return check_groundedness(answer, passages, embed=self.embed, threshold=self.threshold)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genfoundry.core.caller import Caller
 from genfoundry.core.errors import ConfigError
 
 __all__ = [
@@ -189,7 +190,7 @@ class AppAssignment(_Strict):
     keys: list[str] = Field(default_factory=list, description="Key names or ids that may claim this app; with roles empty too: any key without a key or role assignment of its own.")
     roles: list[Role] = Field(default_factory=list, description="Key roles that may claim this app.")
 
-    def admits(self, key) -> bool:
+    def admits(self, key: Caller | None) -> bool:
         if not self.keys and not self.roles:
             return True
         return key is not None and (key.name in self.keys or key.id in self.keys or key.role in self.roles)
@@ -222,7 +223,7 @@ class PolicySet(_Strict):
                                      f"defined: {', '.join(self.policies)}")
         return self
 
-    def select(self, *, key=None, app: str | None = None) -> tuple[str, Policy]:
+    def select(self, *, key: Caller | None = None, app: str | None = None) -> tuple[str, Policy]:
         """The policy for a request: the key's own assignment (name or id), then its role's, then the app
         it names (only when the app admits the key), then default.
 

@@ -34,7 +34,8 @@ class Rails:
                 if rail is None:
                     rail = self._build(name, config)
                     rail.warm_up()
-                    rail.check(WARM_UP_TEXT)  # first calls pay for lazy imports and caches; not a request
+                    if hasattr(rail, "check"):  # first calls pay for lazy imports and caches; not a request
+                        rail.check(WARM_UP_TEXT)
                     self._built[key] = rail
         return rail
 
@@ -42,25 +43,9 @@ class Rails:
         return self.get("pii", config)
 
     def _build(self, name: str, config) -> Rail:
-        if name == "injection":
-            from genfoundry.guard.injection import InjectionDetector
+        from genfoundry.guard.registry import get_rail_type
 
-            return InjectionDetector(threshold=config.threshold)
-        if name == "toxicity":
-            from genfoundry.guard.toxicity import ToxicityDetector
-
-            return ToxicityDetector(threshold=config.threshold)
-        if name == "topics":
-            from genfoundry.guard.topics import TopicDenyList
-
-            if self.embed is None:
-                raise RuntimeError("the topics rail needs an embedding model")
-            return TopicDenyList(topics=config.deny, embed=self.embed, threshold=config.threshold)
-        if name == "pii":
-            from genfoundry.guard.pii import PiiDetector
-
-            return PiiDetector(entities=sorted(config.find) if config.find else None, ner=config.ner)
-        raise KeyError(f"no rail named '{name}'")
+        return get_rail_type(name).build(config, self.embed)
 
     def warm_up(self, policies, *, pii: bool = True) -> None:
         for policy in policies.policies.values():
@@ -75,6 +60,8 @@ class Rails:
 
 
 def _params(name: str, config) -> tuple:
+    if name == "groundedness":
+        return (config.threshold,)
     if name == "pii":
         return (tuple(sorted(config.find or ())), config.ner)
     if name == "topics":

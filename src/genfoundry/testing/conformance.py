@@ -1,5 +1,5 @@
-"""Conformance test mixins: every ChatModel and EmbeddingModel backend runs the
-same tests. Subclass in a pytest test module and provide a fixture::
+"""Conformance test mixins: every chat model, embedding model, guard rail and reranker runs the
+same tests as the built-in ones. Subclass in a pytest test module and provide a fixture::
 
     class TestMyChat(ChatModelConformance):
         @pytest.fixture(scope="class")
@@ -22,7 +22,7 @@ from genfoundry.core.errors import ContextLengthExceeded
 from genfoundry.core.types import GenerationRequest, Message
 from genfoundry.models.protocols import ChatModel, EmbeddingModel
 
-__all__ = ["ChatModelConformance", "EmbeddingModelConformance"]
+__all__ = ["ChatModelConformance", "EmbeddingModelConformance", "RailConformance", "RerankerConformance"]
 
 
 def _run(coro):
@@ -138,3 +138,76 @@ class EmbeddingModelConformance:
 
     def test_empty_batch(self, embedding_model):
         assert _run(embedding_model.embed([])).vectors == []
+
+
+ODD_TEXTS = ["", "   ", "\x00\x01\x02 binary \xff junk", "a" * 20_000, "\U0001f642 " * 500, "<PERSON_1> [1] ### ---"]
+
+
+class RailConformance:
+    """Tests every guard rail must pass (see ``genfoundry.guard.registry``).
+
+    Needs fixtures ``rail`` (warmed up), ``flagged_text`` (a text the rail must find something in)
+    and ``clean_text`` (an everyday text it must leave alone).
+    """
+
+    def test_implements_protocol(self, rail):
+        from genfoundry.guard.types import Rail
+
+        assert isinstance(rail, Rail) and rail.name
+
+    def test_finds_what_it_is_for(self, rail, flagged_text):
+        found = rail.check(flagged_text)
+        assert found and all(f.rail == rail.name and 0 <= f.score <= 1 for f in found)
+
+    def test_leaves_everyday_text_alone(self, rail, clean_text):
+        assert rail.check(clean_text) == []
+
+    def test_findings_point_into_the_text_and_never_carry_it(self, rail, flagged_text):
+        for f in rail.check(flagged_text):
+            if f.start is not None:
+                assert 0 <= f.start < f.end <= len(flagged_text)
+                assert flagged_text[f.start:f.end] not in json.dumps(f.detail)  # evidence, not the value
+
+    def test_odd_input_gives_findings_not_errors(self, rail):
+        for text in ODD_TEXTS:
+            assert isinstance(rail.check(text), list)
+        assert rail.check("") == []
+
+    def test_the_same_text_gives_the_same_findings(self, rail, flagged_text):
+        assert rail.check(flagged_text) == rail.check(flagged_text)
+
+    def test_safe_from_several_threads(self, rail, flagged_text, clean_text):
+        import concurrent.futures as cf
+
+        expected = (rail.check(flagged_text), rail.check(clean_text))
+        with cf.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: (rail.check(flagged_text), rail.check(clean_text)), range(8)))
+        assert all(r == expected for r in results)
+
+
+class RerankerConformance:
+    """Tests every reranker must pass (``score(query, texts)`` -> one float per text, in order).
+
+    Needs a ``reranker`` fixture; relevance is judged on an obvious pair.
+    """
+
+    def test_one_score_per_text_in_order(self, reranker):
+        texts = ["Refunds take five days to reach your card.", "Our tents are green.", "Warranty: ten years."]
+        scores = _run(reranker.score("How long do refunds take?", texts))
+        assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+
+    def test_the_relevant_passage_scores_highest(self, reranker):
+        texts = ["Our tents are green and weigh two kilos.", "Refunds take five days to reach your card."]
+        scores = _run(reranker.score("How long do refunds take to reach my card?", texts))
+        assert scores[1] > scores[0]
+
+    def test_no_texts_no_scores(self, reranker):
+        assert _run(reranker.score("anything", [])) == []
+
+    def test_same_input_same_scores(self, reranker):
+        texts = ["Refunds take five days.", "Tents are green."]
+        assert _run(reranker.score("refunds", texts)) == _run(reranker.score("refunds", texts))
+
+    def test_odd_texts_are_scored_not_raised(self, reranker):
+        scores = _run(reranker.score("refunds?", [t or "x" for t in ODD_TEXTS[:3]]))
+        assert len(scores) == 3

@@ -26,7 +26,7 @@ from genfoundry.core.types import (
 )
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["FakeChatModel", "FakeEmbeddingModel", "register"]
+__all__ = ["FakeChatModel", "FakeEmbeddingModel", "FakeRail", "FakeReranker", "register"]
 
 
 def _fake_spec(name: str, capabilities: list[str]) -> ModelSpec:
@@ -151,6 +151,35 @@ class FakeEmbeddingModel:
             raise ProviderError(f"fake provider '{self.spec.name}' is set to fail")
         return Embeddings(vectors=[self._vector(t) for t in texts],
                           usage=Usage(prompt_tokens=sum(_words(t) for t in texts)))
+
+
+class FakeRail:
+    """A guard rail that flags given words (whole words, any case): for tests of policies and plugins."""
+
+    def __init__(self, name: str = "fake", words: tuple[str, ...] = ("forbidden",), kind: str = "word"):
+        import re
+
+        self.name = name
+        self.kind = kind
+        self._pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+    def warm_up(self) -> None:
+        return None
+
+    def check(self, text: str) -> list:
+        from genfoundry.guard.types import Finding
+
+        return [Finding(self.name, self.kind, 0.9, m.start(), m.end(), {"length": m.end() - m.start()})
+                for m in self._pattern.finditer(text or "")]
+
+
+class FakeReranker:
+    """Scores passages by the share of the query's words they hold: a reranker for tests."""
+
+    async def score(self, query: str, texts) -> list[float]:
+        words = {w.strip("?.,!").lower() for w in query.split() if len(w) > 2}
+        return [float(len(words & {w.strip("?.,!").lower() for w in t.split()}) / max(len(words), 1))
+                for t in texts]
 
 
 def _create(spec: ModelSpec, settings=None):
