@@ -205,3 +205,28 @@ def test_providers_are_discovered_through_entry_points():
             "fake"} <= set(found)
     assert list(found) == sorted(found)
     assert get_provider("fake").name == "fake"
+
+
+def test_lookups_in_a_scope_query_the_store_once_and_see_other_processes_changes(store, settings, hub):
+    import asyncio
+
+    from genfoundry.models.hub import ModelHub, lookup_scope
+    from tests.conftest import fake_spec
+
+    calls = []
+    real = hub._version
+    hub._version = lambda: calls.append(1) or real()
+
+    async def request():
+        with lookup_scope():
+            await hub.prefetch()  # in a worker thread
+            before = len(calls)
+            for _ in range(5):
+                hub.resolve("default")
+                hub.list()
+            return len(calls) - before
+    assert asyncio.run(request()) == 0, "lookups after the prefetch run from memory"
+    other = ModelHub(store, settings)  # another process sharing the store
+    other.add(fake_spec("added-elsewhere"))
+    with lookup_scope():
+        assert hub.resolve("added-elsewhere").name == "added-elsewhere"  # the next request sees it

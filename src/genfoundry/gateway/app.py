@@ -101,6 +101,9 @@ class LookupScope:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         with lookup_scope():
+            runtime = getattr(scope["app"].state, "runtime", None)
+            if runtime is not None and scope["path"].startswith(("/v1/", "/admin/")):
+                await runtime.hub.prefetch()  # the request's one store query, off the event loop
             await self.app(scope, receive, send)
 
 

@@ -74,6 +74,13 @@ class ModelHub:
         with self.store.begin() as conn:
             return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c.updated_at))).one())
 
+    async def prefetch(self) -> None:
+        """Check the store for changes now, in a worker thread: the scope's lookups then run from memory,
+        never blocking the event loop on a query."""
+        scope = _SCOPE.get()
+        if scope is not None and id(self) not in scope:
+            scope[id(self)] = await asyncio.to_thread(self._checked)
+
     def _entries(self) -> tuple[list[ModelSpec], dict[str, ModelSpec]]:
         scope = _SCOPE.get()
         if scope is not None and id(self) in scope:
