@@ -186,18 +186,24 @@ def test_a_denied_topic_is_blocked_through_the_hub_embedding_model(tmp_path):
             {"role": "user", "content": "What time do you open on Sunday?"}]).choices[0].message.content
 
 
+def _refunds_kb(client, rt, replies: list[str]) -> str:
+    """Fake models answering ``replies``, an admin key on ``client``, and collection 'kb' holding refunds.md."""
+    rt.hub.add(fake_spec("fake-chat", aliases=["default"], options={"replies": replies}))
+    rt.hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
+    admin, _ = create_key(rt.store, name="admin", role="admin")
+    client.headers["Authorization"] = f"Bearer {admin}"
+    assert client.post("/v1/collections", json={"name": "kb"}).status_code == 201
+    client.post("/v1/collections/kb/documents", files=[
+        ("files", ("refunds.md", b"# Refunds\nRefunds take five days to reach your card."))]).raise_for_status()
+    return admin
+
+
 def test_grounded_answers_carry_groundedness_and_unsupported_claims_are_recorded(tmp_path):
     app = _app(tmp_path)
     with TestClient(app) as client:
         rt = app.state.runtime
-        rt.hub.add(fake_spec("fake-chat", aliases=["default"], options={"replies": [
-            "Refunds take five days to reach your card [1]. Refunds are paid in gold bars by courier."]}))
-        rt.hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
-        admin, _ = create_key(rt.store, name="admin", role="admin")
-        client.headers["Authorization"] = f"Bearer {admin}"
-        assert client.post("/v1/collections", json={"name": "kb"}).status_code == 201
-        client.post("/v1/collections/kb/documents", files=[
-            ("files", ("refunds.md", b"# Refunds\nRefunds take five days to reach your card."))]).raise_for_status()
+        admin = _refunds_kb(client, rt, [
+            "Refunds take five days to reach your card [1]. Refunds are paid in gold bars by courier."])
         reply = _client((client, rt, admin)).chat.completions.create(
             model="rag:kb", messages=[{"role": "user", "content": "How long do refunds take?"}])
         report = reply.model_extra["groundedness"]
@@ -268,14 +274,7 @@ def test_a_rag_answer_the_output_rails_block_ends_as_content_filter(tmp_path, st
     app = _app(tmp_path)
     with TestClient(app) as client:
         rt = app.state.runtime
-        rt.hub.add(fake_spec("fake-chat", aliases=["default"], options={"replies": [
-            "Refunds take five days [1], you worthless idiot."] * 2}))
-        rt.hub.add(fake_spec("fake-embed", aliases=["default-embedding"], capabilities=["embedding"]))
-        admin, _ = create_key(rt.store, name="admin", role="admin")
-        client.headers["Authorization"] = f"Bearer {admin}"
-        assert client.post("/v1/collections", json={"name": "kb"}).status_code == 201
-        client.post("/v1/collections/kb/documents", files=[
-            ("files", ("refunds.md", b"# Refunds\nRefunds take five days to reach your card."))]).raise_for_status()
+        admin = _refunds_kb(client, rt, ["Refunds take five days [1], you worthless idiot."] * 2)
         oai = _client((client, rt, admin))
         question = [{"role": "user", "content": "How long do refunds take?"}]
         if stream:
