@@ -37,8 +37,10 @@ def hidden_collections(rt, key: ApiKey | None, names) -> set[str]:
 def redact_calls(rt, key: ApiKey | None, rows: list[dict[str, Any]],
                  fields: tuple[str, ...] = ("request", "response")) -> list[dict[str, Any]]:
     """Rows with their content fields replaced where they were built from hidden collections."""
+    # One decision per collection for the whole listing, not a store lookup per row.
+    hidden = hidden_collections(rt, key, {n for row in rows for n in row.get("collections") or ()})
     for row in rows:
-        if hidden_collections(rt, key, row.get("collections")):
+        if hidden & set(row.get("collections") or ()):
             for name in fields:
                 if row.get(name) is not None:
                     row[name] = REDACTED
