@@ -144,8 +144,7 @@ async def grounded_chat_completion(rt: Runtime, ctx: CallContext, body: ChatComp
     and the answer through the output rails and the groundedness rail, in the one lifecycle.
     """
     name = body.model.removeprefix(RAG_PREFIX)
-    if ctx.key is not None and not ctx.key.may_use(body.model):
-        raise PermissionDenied(f"key '{ctx.key.name}' may not use model '{body.model}'", param="model")
+    check_knowledge_model(rt, ctx.key, name, DEFAULT_ALIAS)
     kb, collection = collection_for(rt, name, ctx.key, "read")
     question, history = _question(body)
     run_ctx = dataclasses.replace(ctx, requested_model=DEFAULT_ALIAS, key=_unrestricted(ctx.key),
