@@ -12,6 +12,7 @@ __all__ = [
     "BudgetExceeded",
     "CollectionNotFound",
     "ConfigError",
+    "Conflict",
     "ContextLengthExceeded",
     "GenfoundryError",
     "InvalidRequest",
@@ -85,6 +86,14 @@ class NotFound(GenfoundryError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(GenfoundryError):
+    """The thing changed since the caller last read it (another writer got there first)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
 
 
 class ModelNotFound(NotFound):

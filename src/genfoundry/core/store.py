@@ -245,6 +245,68 @@ vault = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
 )
 
+# The data layer (m007): datasets as immutable, content-hashed versions (the rows live in Parquet files in
+# home/datasets; these tables hold what they are and where they came from), labeling tasks, the votes of
+# labeling functions (a cache keyed by the function's version and the row's hash) and human reviews.
+datasets = sa.Table(
+    "datasets", metadata,
+    sa.Column("name", _String(200), primary_key=True),
+    sa.Column("description", _Text, nullable=False, default=""),
+    sa.Column("sensitivity", _String(20), nullable=False, default="internal"),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("created_by", _String(200), nullable=False, default="local"),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions", metadata,
+    sa.Column("dataset", _String(200), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("content_hash", _String(64), nullable=False),
+    sa.Column("path", _String(500), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("columns", sa.JSON, nullable=False),
+    sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("parent", sa.Integer, nullable=True),
+    sa.Column("splits", sa.JSON, nullable=True),
+    sa.Column("forgotten_rows", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("created_by", _String(200), nullable=False, default="local"),
+)
+
+label_tasks = sa.Table(
+    "label_tasks", metadata,
+    sa.Column("name", _String(200), primary_key=True),
+    sa.Column("dataset", _String(200), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("text_field", _String(200), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+lf_votes = sa.Table(
+    "lf_votes", metadata,
+    sa.Column("lf_key", _String(64), primary_key=True),
+    sa.Column("row_hash", _String(64), primary_key=True),
+    sa.Column("vote", sa.Integer, nullable=False),  # index in the label space, -1 abstain, -2 error
+    sa.Column("error", _Text, nullable=True),
+)
+
+label_reviews = sa.Table(
+    "label_reviews", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("task", _String(200), nullable=False, index=True),
+    sa.Column("row_id", _String(64), nullable=False),
+    sa.Column("label", _String(200), nullable=False),
+    sa.Column("reviewer", _String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("undone_at", sa.DateTime, nullable=True),
+)
+sa.Index("ix_label_reviews_task_row", label_reviews.c.task, label_reviews.c.row_id)
+
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
@@ -261,6 +323,11 @@ class Tables:
     drift_runs: sa.Table = drift_runs
     golden_answers: sa.Table = golden_answers
     eval_runs: sa.Table = eval_runs
+    datasets: sa.Table = datasets
+    dataset_versions: sa.Table = dataset_versions
+    label_tasks: sa.Table = label_tasks
+    lf_votes: sa.Table = lf_votes
+    label_reviews: sa.Table = label_reviews
 
 
 def _owner_only(database: str) -> None:
@@ -317,6 +384,11 @@ def _m006_call_collections(conn: Connection) -> None:
     _add_column(conn, "calls", "collections", "JSON")
 
 
+def _m007_data(conn: Connection) -> None:
+    for table in (datasets, dataset_versions, label_tasks, lf_votes, label_reviews):
+        table.create(conn, checkfirst=True)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -325,6 +397,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m004_guard", _m004_guard),
     ("m005_observe", _m005_observe),
     ("m006_call_collections", _m006_call_collections),
+    ("m007_data", _m007_data),
 ]
 
 _migration_log = sa.Table(
