@@ -1,0 +1,1 @@
+"""Data: datasets, labeling, synthetic data."""
