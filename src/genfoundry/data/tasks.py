@@ -171,7 +171,7 @@ class Labeling:
         texts = [row[spec.text_field] if isinstance(row.get(spec.text_field), str) else str(row.get(spec.text_field))
                  for row in rows]
         examples = [(texts[i], spec.labels[g]) for i, g in enumerate(gold) if g >= 0]
-        lfs = self.functions_for(spec, examples)
+        lfs = await asyncio.to_thread(self.functions_for, spec, examples)  # embedding LFs embed their examples
         self._check_clearance(spec, lfs)
         votes = await apply_lfs(self.store, lfs, rows, text_field=spec.text_field, labels=spec.labels,
                                 progress=progress)

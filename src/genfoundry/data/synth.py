@@ -1,0 +1,317 @@
+"""Synthetic question/answer pairs from a collection's chunks, filtered, with a count per filter.
+
+Each row gets a chunk (the chunks are shuffled with ``seed`` and dealt round-robin, so
+rows spread over the whole collection) and a question type, difficulty and persona
+drawn with the same seed; the model writes one question the chunk answers, and the
+answer. The rows then pass these filters, in order, each reporting what it dropped:
+
+- ``parse``: the output holds a question and an answer ("Question: ...", "Answer: ...").
+- ``near-duplicate``: the question is less similar than ``dedup_threshold`` (cosine) to
+  every question kept before it.
+- ``groundedness``: every claim of the answer is supported by the chunk (the guard's check).
+- ``round-trip``: retrieving with the question brings the chunk back in the top ``retrieval_k``.
+- ``pii`` (with a detector): the question and answer hold no PII that the chunk does not.
+- ``privacy`` (with seed examples): the question is at least ``privacy_min_distance``
+  (1 - cosine) from every seed question, and ``dcr`` describes how far kept rows are.
+
+Example::
+
+    result = await synthesize_qa(kb, "handbook", SynthConfig(n=50), generate=direct_generate(hub),
+                                 embed=embed)
+    [step.to_dict() for step in result.steps]   # [{"name": "parse", "kept": 49, "dropped": 1}, ...]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import sqlalchemy as sa
+
+from genfoundry.apps.answer import Generate
+from genfoundry.core.errors import InvalidRequest
+from genfoundry.core.types import Chunk, GenerationRequest, Message
+from genfoundry.guard.groundedness import DEFAULT_THRESHOLD, check_groundedness
+from genfoundry.guard.types import Embed, Rail
+from genfoundry.knowledge.base import KnowledgeBase
+from genfoundry.knowledge.retrieval import RetrievalOptions
+from genfoundry.models.prompting import render_chat, template_for
+from genfoundry.models.spec import ModelSpec
+
+__all__ = ["FilterStep", "SynthConfig", "SynthResult", "synthesize_qa"]
+
+Progress = Callable[[int, int], None]
+
+MAX_SHOTS = 3  # seed examples shown per prompt: more crowd out the chunk in a small model's context
+TEMPERATURE = 0.8  # varied questions from the same chunk; each row's generation seed keeps it repeatable
+_CONTEXT_CHARS = 1200  # of the chunk in the prompt (chunks are shorter by default)
+_QUESTION = re.compile(r"^[\s>#*_-]*(?:question|q)\s*\d*\s*[*_]*\s*:[*_\s]*", re.IGNORECASE | re.MULTILINE)
+# "Answer:" may also follow the question on its line; a bare "A:" only opens one.
+_ANSWER = re.compile(r"(?:^[\s>#*_-]*(?:answer|a)|(?<=\s)[*_]*answer)\s*\d*\s*[*_]*\s*:[*_\s]*",
+                     re.IGNORECASE | re.MULTILINE)
+_STOPS = ["\nQuestion:"]  # a second pair: one is enough
+_INSTRUCTIONS = ("Write one {difficulty} {question_type} question that a {persona} could ask and that the text "
+                 "below answers, then its answer, using only facts from the text. Reply in exactly this "
+                 "layout:\nQuestion: ...\nAnswer: ...")
+
+
+@dataclass
+class SynthConfig:
+    """What to generate and how strictly to filter it.
+
+    Example::
+
+        SynthConfig(n=100, question_types=("factual",), seeds=[{"question": "...", "answer": "..."}], seed=7)
+    """
+
+    n: int = 20  # rows wanted (before filters)
+    model: str = "default"  # hub chat model name
+    question_types: tuple[str, ...] = ("factual", "how-to", "why")
+    difficulties: tuple[str, ...] = ("easy", "hard")
+    personas: tuple[str, ...] = ("customer", "new employee")
+    seeds: list[dict] = field(default_factory=list)  # few-shot examples {"question": ..., "answer": ...}
+    seed: int = 0  # which chunk and which attributes each row gets
+    dedup_threshold: float = 0.9  # question cosine at or above which a row repeats an earlier one
+    grounded_threshold: float | None = None  # None: the groundedness rail's default
+    retrieval_k: int = 5  # round-trip: the source chunk must be in the top k for the question
+    privacy_min_distance: float = 0.1  # 1 - cosine: a row closer than this to a seed question is dropped
+    max_tokens: int = 160
+
+    def check(self) -> None:
+        if self.n < 1:
+            raise InvalidRequest(f"n is {self.n}; ask for at least 1 row", param="n")
+        for name in ("question_types", "difficulties", "personas"):
+            if not getattr(self, name):
+                raise InvalidRequest(f"{name} is empty; give at least one", param=name)
+        if not 1 <= self.retrieval_k <= 100:
+            raise InvalidRequest("retrieval_k must be between 1 and 100", param="retrieval_k")
+        if not 0 < self.dedup_threshold <= 1:
+            raise InvalidRequest("dedup_threshold must be in (0, 1]", param="dedup_threshold")
+        if self.max_tokens < 8:
+            raise InvalidRequest("max_tokens must be at least 8 to hold a question and an answer",
+                                 param="max_tokens")
+        for i, example in enumerate(self.seeds):
+            if not (isinstance(example, dict) and all(isinstance(example.get(k), str) and example[k].strip()
+                                                      for k in ("question", "answer"))):
+                raise InvalidRequest(f"seed example {i} needs a non-empty 'question' and 'answer'",
+                                     param="seeds")
+
+
+@dataclass
+class FilterStep:
+    name: str
+    kept: int
+    dropped: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SynthResult:
+    rows: list[dict]  # question, answer, context, chunk_id, document_id, collection, question_type, ...
+    generated: int
+    steps: list[FilterStep] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # each row with "filter" and "reason"
+    dcr: dict = field(default_factory=dict)  # distance (1 - cosine) of kept rows to the closest seed
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "generated": self.generated, "kept": len(self.rows),
+                "steps": [s.to_dict() for s in self.steps], "dropped": self.dropped, "dcr": self.dcr}
+
+    def _apply(self, name: str, rows: list[dict], reasons: list[str | None]) -> list[dict]:
+        """Record one filter's verdicts (a reason drops the row) and return the rows it kept."""
+        kept = [row for row, reason in zip(rows, reasons) if reason is None]
+        self.dropped += [{**row, "filter": name, "reason": reason} for row, reason in zip(rows, reasons) if reason]
+        self.steps.append(FilterStep(name=name, kept=len(kept), dropped=len(rows) - len(kept)))
+        return kept
+
+
+async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig, *, generate: Generate,
+                        embed: Embed, pii: Rail | None = None, progress: Progress | None = None) -> SynthResult:
+    """Generate ``config.n`` question/answer rows from ``collection`` and filter them (see the module).
+
+    ``pii`` finds PII with ``check(text) -> list[Finding]`` (the guard's ``PiiDetector``);
+    ``progress`` is called with (rows generated, rows wanted) after each generation.
+    """
+    config.check()
+    chunks = await asyncio.to_thread(_current_chunks, kb, collection)
+    if not chunks:
+        raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first "
+                             f"(`genfoundry ingest {collection} PATH`)", param="collection")
+    spec = kb.hub.resolve(config.model)
+    rows, unparsed = [], []
+    for i, plan in enumerate(_plan(chunks, config)):
+        generation = await generate(spec.name, _request(plan, spec, config))
+        row, error = _row(plan, generation.text, spec=spec, collection=collection)
+        rows.append(row)
+        unparsed.append(error)
+        if progress is not None:
+            progress(i + 1, config.n)
+    result = SynthResult(rows=[], generated=len(rows))
+    rows = result._apply("parse", rows, unparsed)
+    rows = result._apply("near-duplicate", rows, await asyncio.to_thread(
+        _near_duplicates, rows, embed, config.dedup_threshold))
+    threshold = DEFAULT_THRESHOLD if config.grounded_threshold is None else config.grounded_threshold
+    rows = result._apply("groundedness", rows, await asyncio.to_thread(_ungrounded, rows, embed, threshold))
+    rows = result._apply("round-trip", rows, await _lost_in_retrieval(kb, collection, rows, config.retrieval_k))
+    if pii is not None:
+        rows = result._apply("pii", rows, await asyncio.to_thread(_leaked_pii, rows, pii))
+    if config.seeds:
+        distances = await asyncio.to_thread(_seed_distances, rows, config.seeds, embed)
+        reasons = [f"question is {d:.3f} from a seed question (minimum {config.privacy_min_distance})"
+                   if d < config.privacy_min_distance else None for d in distances]
+        rows = result._apply("privacy", rows, reasons)
+        result.dcr = _distribution([d for d, r in zip(distances, reasons) if r is None])
+    result.rows = rows
+    return result
+
+
+def _current_chunks(kb: KnowledgeBase, collection: str) -> list[Chunk]:
+    """The chunks of the documents' current versions (a killed ingest may have left others)."""
+    kb.collection(collection)  # an unknown name raises the registry's helpful error
+    table = kb.store.tables.documents
+    with kb.store.begin() as conn:
+        current = dict(conn.execute(sa.select(table.c.id, table.c.version).where(
+            table.c.collection == collection, table.c.version.is_not(None))).all())
+    if not current:
+        return []
+    return [c for c in kb.vectors.get(collection) if current.get(c.document_id) == c.version and c.text.strip()]
+
+
+def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:
+    """Each row's chunk, attributes, examples and generation seed, all from ``config.seed``."""
+    rng = random.Random(config.seed)
+    order = sorted(chunks, key=lambda c: c.id)  # the store's order is not part of the seed's promise
+    rng.shuffle(order)
+    plans = []
+    for i in range(config.n):
+        plans.append({"chunk": order[i % len(order)], "question_type": rng.choice(config.question_types),
+                      "difficulty": rng.choice(config.difficulties), "persona": rng.choice(config.personas),
+                      "shots": rng.sample(config.seeds, min(MAX_SHOTS, len(config.seeds))),
+                      "seed": rng.randrange(2**31)})
+    return plans
+
+
+def _request(plan: dict, spec: ModelSpec, config: SynthConfig) -> GenerationRequest:
+    """A base model gets its turn format as a completion prompt that opens the answer with
+    "Question:" (it keeps a small model in the layout); a chat model gets the instruction."""
+    instructions = _INSTRUCTIONS.format(**{k: plan[k] for k in ("difficulty", "question_type", "persona")})
+    shots = "".join(f"Question: {s['question'].strip()}\nAnswer: {s['answer'].strip()}\n\n" for s in plan["shots"])
+    examples = f"Examples:\n\n{shots}" if shots else ""
+    content = f"{instructions}\n\n{examples}Text:\n{plan['chunk'].text[:_CONTEXT_CHARS].strip()}"
+    common = {"max_tokens": config.max_tokens, "temperature": TEMPERATURE, "seed": plan["seed"]}
+    if spec.options.get("base_model"):
+        rendered = render_chat([Message(role="user", content=content)],
+                               template_for(None, spec.options.get("chat_template")))
+        return GenerationRequest(prompt=f"{rendered.text}Question:", stop=[*rendered.stop, *_STOPS], **common)
+    return GenerationRequest(messages=[Message(role="user", content=content)], stop=list(_STOPS), **common)
+
+
+def _row(plan: dict, text: str, *, spec: ModelSpec, collection: str) -> tuple[dict, str | None]:
+    """The row for one generation, and why its output did not parse (None: it did)."""
+    chunk = plan["chunk"]
+    if spec.options.get("base_model"):
+        text = f"Question:{text}"  # the prompt ended with it
+    parsed = _parse_pair(text)
+    question, answer = parsed if isinstance(parsed, tuple) else ("", "")
+    row = {"question": question, "answer": answer, "context": chunk.text, "chunk_id": chunk.id,
+           "document_id": chunk.document_id, "collection": collection,
+           **{k: plan[k] for k in ("question_type", "difficulty", "persona")}, "model": spec.name}
+    if isinstance(parsed, str):
+        row["output"] = text  # what the model wrote, to see why it did not parse
+        return row, parsed
+    return row, None
+
+
+def _parse_pair(text: str) -> tuple[str, str] | str:
+    """(question, answer) from "Question: ...\\nAnswer: ..." (also "Q:"/"A:", markdown bold), else why not."""
+    question = _QUESTION.search(text or "")
+    if question is None:
+        return "no 'Question:' in the output"
+    answer = _ANSWER.search(text, question.end())
+    if answer is None:
+        return "no 'Answer:' after the question"
+    following = _QUESTION.search(text, answer.end())  # a second pair is not part of this answer
+    q = _clean(text[question.end():answer.start()])
+    a = _clean(text[answer.end():following.start() if following else len(text)])
+    if not q or not a:
+        return "empty question" if not q else "empty answer"
+    return q, a
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split()).strip("*_\"' ")
+
+
+def _vectors(embed: Embed, texts: list[str]) -> np.ndarray:
+    return np.asarray(embed(texts), dtype=np.float32) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
+def _near_duplicates(rows: list[dict], embed: Embed, threshold: float) -> list[str | None]:
+    vectors = _vectors(embed, [r["question"] for r in rows])
+    kept: list[int] = []
+    reasons: list[str | None] = []
+    for i in range(len(rows)):
+        similarity = vectors[kept] @ vectors[i] if kept else np.zeros(0)
+        if similarity.size and similarity.max() >= threshold:
+            twin = rows[kept[int(similarity.argmax())]]["question"]
+            reasons.append(f"question has cosine {similarity.max():.3f} to kept question {twin!r}")
+        else:
+            reasons.append(None)
+            kept.append(i)
+    return reasons
+
+
+def _ungrounded(rows: list[dict], embed: Embed, threshold: float) -> list[str | None]:
+    reasons: list[str | None] = []
+    for row in rows:
+        report = check_groundedness(row["answer"], [row["context"]], embed=embed, threshold=threshold)
+        unsupported = report.unsupported
+        reasons.append(f"supported_share {report.supported_share:.2f} at threshold {threshold}; unsupported: "
+                       f"{unsupported[0].text!r}" if unsupported else None)
+    return reasons
+
+
+async def _lost_in_retrieval(kb: KnowledgeBase, collection: str, rows: list[dict], k: int) -> list[str | None]:
+    reasons: list[str | None] = []
+    for row in rows:
+        passages = await kb.retrieve(collection, row["question"], RetrievalOptions(limit=k))
+        found = [p.chunk.id for p in passages]
+        reasons.append(None if row["chunk_id"] in found else
+                       f"source chunk not in the top {k} for the question; top hit: "
+                       f"{found[0] if found else 'nothing'}")
+    return reasons
+
+
+def _leaked_pii(rows: list[dict], pii) -> list[str | None]:
+    """PII in the question or answer that the chunk does not hold (the model made it up or moved it)."""
+    reasons: list[str | None] = []
+    for row in rows:
+        context = row["context"].lower()
+        leaked = sorted({f"{part} {f.kind}" for part in ("question", "answer") for f in pii.check(row[part])
+                         if f.start is None or row[part][f.start:f.end].lower() not in context})
+        # Entity kinds only: the reason is logged, the values must not be.
+        reasons.append(f"PII not in the source chunk: {', '.join(leaked)}" if leaked else None)
+    return reasons
+
+
+def _seed_distances(rows: list[dict], seeds: list[dict], embed: Embed) -> list[float]:
+    """Each row's distance (1 - cosine) from its question to the closest seed question."""
+    if not rows:
+        return []
+    vectors = _vectors(embed, [r["question"] for r in rows] + [s["question"] for s in seeds])
+    similarity = vectors[:len(rows)] @ vectors[len(rows):].T
+    return [float(1 - s) for s in similarity.max(axis=1)]
+
+
+def _distribution(distances: list[float]) -> dict:
+    if not distances:
+        return {}
+    values = np.asarray(distances)
+    return {"min": round(float(values.min()), 4), "p5": round(float(np.percentile(values, 5)), 4),
+            "p50": round(float(np.percentile(values, 50)), 4), "mean": round(float(values.mean()), 4)}
