@@ -91,3 +91,40 @@ def fails(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+def hashed_embed(texts: list[str]):
+    """Word-hashing vectors (normalised): enough for a label model's features, no model needed."""
+    import zlib
+
+    import numpy as np
+
+    vectors = np.zeros((len(texts), 64))
+    for i, text in enumerate(texts):
+        for word in text.lower().split():
+            vectors[i, zlib.crc32(word.strip("!.,").encode()) % 64] += 1
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+def spam_task(settings: Settings, store: Store, *, task: str = "spam", dataset: str = "comments", rows: int = 60):
+    """A dataset of comments (half spam) and a labeling task on it with keyword and regex LFs, run once:
+    its review queue is ready. Returns the ``Labeling``."""
+    import asyncio
+
+    from genfoundry.data.datasets import Datasets
+    from genfoundry.data.tasks import Labeling, TaskSpec
+
+    spam = ["subscribe to my channel", "check out my video", "free gift click link", "visit my page now"]
+    ham = ["great song", "love this tune", "the singer is amazing", "best video ever"]
+    records = [{"text": f"{(spam if i % 2 else ham)[i // 2 % 4]} {i}", "gold": "spam" if i % 2 else "ham",
+                "split": ("train", "train", "train", "dev", "test")[i % 5]} for i in range(rows)]
+    datasets = Datasets(settings, store)
+    datasets.add_version(dataset, records, lineage={"source": "test"})
+    labeling = Labeling(datasets, store, embed=hashed_embed)
+    labeling.create(TaskSpec.from_dict({
+        "name": task, "dataset": dataset, "labels": ["ham", "spam"], "gold_field": "gold",
+        "lfs": [{"name": "subscribe", "type": "keyword", "label": "spam", "keywords": ["subscribe", "check out"]},
+                {"name": "link", "type": "regex", "label": "spam", "pattern": "link|page"},
+                {"name": "music", "type": "keyword", "label": "ham", "keywords": ["song", "tune"]}]}))
+    asyncio.run(labeling.run(task))
+    return labeling

@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium, driven by Playwright) against a real gateway on the
 built-in models: sign in, chat, rate, open the trace, upload and forget a document, grounded chat with
-citations, the cost page, and bad input. Screenshots go to ``test-screenshots/`` (or
+citations, the cost page, and bad input; and the Review page of a labeling task, on a gateway that loads no
+model. Screenshots go to ``test-screenshots/`` (or
 ``GENFOUNDRY_SCREENSHOTS``) for a person to look at.
 
 CI sets ``GENFOUNDRY_REQUIRE_BROWSER=1``, so a missing browser fails there instead of skipping."""
@@ -10,10 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+
+from genfoundry.core.settings import load_settings
+from genfoundry.core.store import Store
+from genfoundry.data.datasets import Datasets
+from genfoundry.data.tasks import Labeling
+from genfoundry.gateway.keys import create_key
+from genfoundry.testing.servers import start_gateway, stop_gateway
+from tests.conftest import spam_task
 
 CHROMIUM = os.environ.get("GENFOUNDRY_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("GENFOUNDRY_SCREENSHOTS", "test-screenshots"))
@@ -167,3 +177,102 @@ def test_the_other_pages_render(page, gateway):
         page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
     page.goto(f"http://127.0.0.1:{gateway.port}/console#/traces/{'0' * 32}")
     assert "no trace" in page.wait_for_selector("[data-testid=error]", timeout=15_000).text_content()
+
+
+@pytest.fixture(scope="module")
+def review_gateway(tmp_path_factory):
+    """A gateway whose home holds a labeling task, made and run before it starts: the page needs no model."""
+    _require_browser()
+    home = tmp_path_factory.mktemp("gf-review")
+
+    def make_task():
+        settings = load_settings(home=home, environ={})
+        settings.ensure_home()
+        store = Store.open(settings.resolved_database_url)
+        try:
+            spam_task(settings, store, task="spam")
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API may hold an event loop in this thread
+        pool.submit(make_task).result()
+    gw = start_gateway(home, preload=())
+    yield gw
+    stop_gateway(gw)
+
+
+def _reviews(gw) -> dict[str, dict]:
+    """The standing review of each row of the task, as the store holds them."""
+    store = gw.store()
+    try:
+        return Labeling(Datasets(load_settings(home=gw.home, environ={}), store), store).reviews("spam")
+    finally:
+        store.close()
+
+
+def _shown(tab) -> str:
+    return tab.get_attribute("#review-row .review", "data-row-id")
+
+
+def _wait_for_row(tab, *, other_than: str | None = None, row: str | None = None) -> str:
+    if row is not None:
+        tab.wait_for_selector(f"#review-row .review[data-row-id='{row}']")
+    else:
+        tab.wait_for_function("old => { const el = document.querySelector('#review-row .review');"
+                              " return el && el.dataset.rowId !== old; }", arg=other_than)
+    return _shown(tab)
+
+
+def test_review_page_labels_skips_undoes_and_reports_a_conflict(browser, review_gateway):
+    gw = review_gateway
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(f"http://127.0.0.1:{gw.port}/console#/review")
+    tab.fill("#api-key", gw.key)
+    tab.click("#login-form button")
+    tab.wait_for_selector("#task-list td:has-text('spam')")
+    tab.click("#task-list tr[data-row]")
+    first = _wait_for_row(tab)
+    assert tab.text_content("[data-testid=review-text]").strip()
+    assert "abstain" in tab.text_content("[data-testid=review-votes]")
+    assert [b.text_content().split() for b in tab.query_selector_all("[data-label]")] == [["1", "ham"], ["2", "spam"]]
+    tab.screenshot(path=str(SHOTS / "console-review.png"), full_page=True)
+
+    tab.keyboard.press("2")  # spam
+    second = _wait_for_row(tab, other_than=first)
+    assert tab.text_content("[data-testid=review-count]") == "1"
+    reviews = _reviews(gw)
+    assert list(reviews) == [first] and reviews[first]["label"] == "spam"
+    assert reviews[first]["reviewer"] == "key:tests"
+
+    tab.keyboard.press("s")  # skip: the next row, nothing recorded
+    third = _wait_for_row(tab, other_than=second)
+    assert third != first and tab.text_content("[data-testid=review-count]") == "1"
+    assert list(_reviews(gw)) == [first]
+
+    tab.keyboard.press("u")  # undo the review of the first row: it is shown again
+    _wait_for_row(tab, row=first)
+    assert tab.text_content("[data-testid=review-count]") == "0"
+    assert _reviews(gw) == {}
+
+    # Another reviewer labels the row on the screen meanwhile: the page says so and moves on.
+    store = gw.store()
+    try:
+        bob, _ = create_key(store, name="bob", role="developer")
+    finally:
+        store.close()
+    made = httpx.post(f"http://127.0.0.1:{gw.port}/v1/labeling/tasks/spam/reviews", timeout=30,
+                      headers={"Authorization": f"Bearer {bob}"}, json={"row_id": first, "label": "ham"})
+    assert made.status_code == 201, made.text
+    tab.keyboard.press("1")
+    toast = tab.wait_for_selector("#toast:not([hidden])").text_content()
+    assert f"row {first} was labeled 'ham' by key:bob" in toast
+    tab.screenshot(path=str(SHOTS / "console-review-conflict.png"), full_page=True)
+    _wait_for_row(tab, other_than=first)
+    assert tab.text_content("[data-testid=review-count]") == "0"
+    assert _reviews(gw)[first]["reviewer"] == "key:bob"
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -18,9 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from genfoundry.core.settings import load_settings
+from genfoundry.data.datasets import Datasets
 from genfoundry.gateway.app import create_app
 from genfoundry.gateway.keys import create_key
-from tests.conftest import fake_spec
+from tests.conftest import fake_spec, spam_task
 
 ROLES = ("admin", "developer", "app")
 CASES = ("own", "other")
@@ -43,6 +44,16 @@ RULES: dict[tuple[str, str], str] = {
     ("post", "/v1/collections/{name}/answers"): "read",
     ("post", "/v1/collections/{name}/summaries"): "read",
     ("post", "/v1/forget"): "admin",
+    ("get", "/v1/datasets"): "writer",
+    ("post", "/v1/datasets"): "writer",
+    ("get", "/v1/datasets/{name}"): "writer",
+    ("delete", "/v1/datasets/{name}"): "admin",
+    ("get", "/v1/datasets/{name}/rows"): "writer",
+    ("get", "/v1/labeling/tasks"): "writer",
+    ("get", "/v1/labeling/tasks/{task}"): "writer",
+    ("get", "/v1/labeling/tasks/{task}/queue"): "writer",
+    ("post", "/v1/labeling/tasks/{task}/reviews"): "writer",
+    ("delete", "/v1/labeling/tasks/{task}/reviews/{review_id}"): "writer",
     ("get", "/admin/keys"): "admin",
     ("post", "/admin/keys"): "admin",
     ("delete", "/admin/keys/{key_id}"): "admin",
@@ -99,7 +110,14 @@ def world(tmp_path_factory):
         world = {"client": client, "rt": rt, "keys": keys, "admin": {"Authorization": f"Bearer {admin}"}}
         for name, case in (("open", "own"), ("closed", "other")):
             world[f"doc:{case}"] = _collection(world, name, case)
+            _dataset(world, name)
+        world["labeling"] = spam_task(rt.settings, rt.store, task="task", rows=40)
+        world["rows"] = iter([r["_id"] for r in world["labeling"].datasets.rows("comments")])  # one per review
         yield world
+
+
+def _dataset(world, name: str) -> None:
+    Datasets(world["rt"].settings, world["rt"].store).add_version(name, [{"text": "hello"}], lineage={"source": "test"})
 
 
 def _collection(world, name: str, case: str) -> str:
@@ -123,8 +141,14 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         name = f"tmp-{case}-{uuid.uuid4().hex[:8]}"  # destructive: a collection of its own
         document = _collection(world, name, case)
         path = path.replace("{document_id}", document)
+    elif path == "/v1/datasets/{name}" and method == "delete":
+        name = f"tmp-{case}-{uuid.uuid4().hex[:8]}"
+        _dataset(world, name)
+    if "{review_id}" in path:  # a review of its own to undo
+        review = world["labeling"].review("task", next(world["rows"]), "ham", reviewer="matrix")
+        path = path.replace("{review_id}", review["id"])
     url = (path.replace("{name}", name).replace("{model}", model).replace("{document_id}", world[f"doc:{case}"])
-           .replace("{trace_id}", "0" * 32).replace("{run_id}", "no-such-run"))
+           .replace("{trace_id}", "0" * 32).replace("{run_id}", "no-such-run").replace("{task}", "task"))
     if "{key_id}" in url:
         url = url.replace("{key_id}", create_key(world["rt"].store, name=f"doomed-{uuid.uuid4().hex[:6]}")[1].id)
     bodies = {
@@ -139,7 +163,10 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         "/admin/keys": {"name": f"new-{uuid.uuid4().hex[:6]}"},
         "/v1/feedback": {"response_id": "chatcmpl-none", "rating": 4},
         "/admin/drift/requests": {},
+        "/v1/datasets": {"name": f"new-{uuid.uuid4().hex[:8]}", "rows": [{"text": "hi"}]},
     }
+    if url == "/v1/labeling/tasks/task/reviews":
+        bodies[url] = {"row_id": next(world["rows"]), "label": "spam"}  # a row nobody reviewed yet
     if method == "post" and url.endswith("/documents"):
         kwargs["files"] = [("files", ("new.md", f"# New\nText {uuid.uuid4().hex}.".encode()))]
     elif method == "post":

@@ -175,3 +175,45 @@ def test_versions_are_immutable_files_and_a_tampered_one_fails_verify(ds):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     pq.write_table(pa.Table.from_pylist([{"_id": "zz", "split": "train", "text": "changed"}]), path)
     assert not ds.verify("t")
+
+
+def _call(store, call_id, *, request, text, model="fake-chat", status="ok", endpoint="chat.completions"):
+    import datetime as dt
+
+    with store.begin() as conn:
+        conn.execute(store.tables.calls.insert().values(
+            id=call_id, created_at=dt.datetime(2026, 11, 20, 12), endpoint=endpoint, model=model,
+            resolved_model=model, status=status, http_status=200 if status == "ok" else 500, latency_ms=5.0,
+            request=request, response={"text": text, "finish_reason": "stop"} if text is not None else None))
+
+
+def test_from_calls_takes_logged_successful_calls_with_a_filter(ds, store):
+    import datetime as dt
+
+    _call(store, "c1", request={"messages": [{"role": "user", "content": "hi"}]}, text="hello")
+    _call(store, "c2", request={"prompt": "2+2="}, text="4", endpoint="completions")
+    _call(store, "c3", request={"messages": [{"role": "user", "content": "x"}]}, text=None, status="error")
+    _call(store, "c4", request=None, text=None)  # content not logged
+    _call(store, "c5", request={"messages": [{"role": "user", "content": "y"}]}, text="z", model="other")
+    v = ds.from_calls("traffic", model="fake-chat")
+    rows = {r["call_id"]: r for r in ds.rows("traffic")}
+    assert set(rows) == {"c1", "c2"} and v.lineage["source"] == "calls" and v.lineage["filter"]["model"] == "fake-chat"
+    assert rows["c1"]["messages"][-1] == {"role": "assistant", "content": "hello"} and rows["c1"]["prompt"] == "hi"
+    assert rows["c2"]["completion"] == "4"
+    assert ds.get("traffic").sensitivity == "confidential"
+    with pytest.raises(InvalidRequest, match="no logged call"):
+        ds.from_calls("none", since=dt.datetime(2027, 1, 1))
+
+
+def test_from_feedback_labels_rows_and_keeps_corrections(ds, store):
+    from genfoundry.observe.feedback import add_feedback
+
+    _call(store, "c1", request={"messages": [{"role": "user", "content": "refund?"}]}, text="no")
+    _call(store, "c2", request={"messages": [{"role": "user", "content": "hours?"}]}, text="9 to 5")
+    add_feedback(store, response_id="c1", rating=1, correction="Yes, within 30 days.")
+    add_feedback(store, response_id="c2", rating=5)
+    ds.from_feedback("rated")
+    rows = {r["response_id"]: r for r in ds.rows("rated")}
+    assert rows["c1"]["label"] == "bad" and rows["c1"]["correction"] == "Yes, within 30 days."
+    assert rows["c2"]["label"] == "good" and rows["c2"].get("correction") is None
+    assert ds.version("rated").lineage == {"source": "feedback", "since": None, "min_rating": 4, "feedback": 2}

@@ -234,16 +234,19 @@ def test_the_same_seed_gives_the_same_rows(kb):
     assert [topic_of(r) for r in first.rows] != [topic_of(r) for r in other.rows]
 
 
-def test_base_models_get_a_turn_format_completion_prompt(kb, hub):
+def test_base_models_get_a_worked_example_completion_prompt(kb, hub):
     hub.add(fake_spec("fake-base", options={"base_model": True, "chat_template": "gemma"}))
     generate = ScriptedGenerate(**{t: reply.removeprefix("Question:") for t, reply in GOOD.items()})
     progress: list[tuple[int, int]] = []
     result = synth(kb, generate=generate, model="fake-base", progress=lambda *step: progress.append(step))
     model, request = generate.requests[0]
     assert model == "fake-base" and request.messages is None
-    assert request.prompt.startswith("<start_of_turn>user\n")
-    assert request.prompt.endswith("<end_of_turn>\n<start_of_turn>model\nQuestion:")
-    assert "<end_of_turn>" in request.stop and request.max_tokens == 160
+    # A worked entry in the layout to continue, then this row's chunk and attributes, open at "Question:".
+    assert request.prompt.startswith("Documentation:\n") and request.prompt.count("Documentation:\n") == 2
+    assert request.prompt.endswith("question.\nQuestion:") and "\nAnswer: " in request.prompt
+    chunk_text = request.prompt.split("Documentation:\n")[2]
+    assert any(doc in chunk_text for doc in DOCS.values())
+    assert "\n\n" in request.stop and request.max_tokens == 160
     assert len(result.rows) == 4 and all(r["model"] == "fake-base" for r in result.rows)
     assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
@@ -258,3 +261,32 @@ def test_bad_requests_are_refused(kb):
         synth(kb, n=0)
     with pytest.raises(InvalidRequest, match="seed example 0"):
         synth(kb, seeds=[{"question": "only a question"}])
+
+
+def test_a_row_the_guard_blocks_is_dropped_and_the_run_goes_on(kb):
+    from genfoundry.guard.engine import GuardBlocked
+
+    scripted = ScriptedGenerate()
+
+    async def guarded(model, request):
+        text = request.prompt or "\n".join(m.content or "" for m in request.messages or [])
+        if DOCS["warranty"] in text:
+            raise GuardBlocked("blocked by guard rule 'input.injection'", rule="input.injection")
+        return await scripted(model, request)
+
+    result = synth(kb, generate=guarded)
+    [blocked] = dropped_by(result, "guard")
+    assert topic_of(blocked) == "warranty" and "input.injection" in blocked["reason"]
+    assert result.steps[0].to_dict() == {"name": "guard", "kept": 3, "dropped": 1}
+    assert result.steps[1].to_dict() == {"name": "parse", "kept": 3, "dropped": 0}
+    assert len(result.rows) == 3 and result.generated == 4
+
+
+def test_short_answers_must_be_made_of_words_from_the_source(kb):
+    generate = ScriptedGenerate(warranty="Question: How long is the warranty?\nAnswer: Yes.",
+                                hours=["Question: When does the shop open?\nAnswer: The Lamm Sleepers"])
+    result = synth(kb, generate=generate)
+    reasons = {topic_of(d): d["reason"] for d in dropped_by(result, "groundedness")}
+    assert reasons["warranty"] == "answer too short to check against its source"
+    assert reasons["hours"].startswith("short answer with words not in its source: lamm, sleepers")
+    assert len(result.rows) == 2

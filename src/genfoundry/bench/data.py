@@ -33,11 +33,16 @@ from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, majority_
 from genfoundry.data.labeling import KeywordLF, PromptLF, RegexLF, apply_lfs
 from genfoundry.data.tasks import _accuracy
 
-__all__ = ["load_wrench", "run_data_bench"]
+__all__ = ["LLM_TEMPLATE", "load_wrench", "run_data_bench"]
 
-LLM_TEMPLATE = ("<start_of_turn>user\nIs this YouTube comment spam (advertising, links, asking to subscribe) "
-                "or ham (about the video)? Answer spam or ham.\nComment: {text}<end_of_turn>\n"
-                "<start_of_turn>model\n")
+# A few-shot completion prompt: the built-in model is a base model; asked a question in turns it echoes
+# the question, shown examples it continues the pattern.
+LLM_TEMPLATE = ("Label each YouTube comment as spam or ham.\n\n"
+                "Comment: Subscribe to my channel please!\nLabel: spam\n\n"
+                "Comment: I love this song so much\nLabel: ham\n\n"
+                "Comment: Check out my video http://a.b\nLabel: spam\n\n"
+                "Comment: Her voice is amazing\nLabel: ham\n\n"
+                "Comment: {text}\nLabel:")
 
 
 def load_wrench(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

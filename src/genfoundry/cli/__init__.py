@@ -8,6 +8,7 @@ import typer
 
 from genfoundry.cli import audit, bench, collections, engine, guard, keys, models, observe
 from genfoundry.cli.chat import chat
+from genfoundry.cli.data import data_app, label_app, synth_app
 from genfoundry.cli.common import Context
 from genfoundry.cli.knowledge import ask, forget, ingest, search, summarise
 from genfoundry.cli.logs import logs
@@ -48,6 +49,9 @@ app.add_typer(observe.feedback, name="feedback")
 app.command("alerts")(observe.alerts)
 app.add_typer(observe.drift, name="drift")
 app.add_typer(observe.evals, name="eval")
+app.add_typer(data_app, name="data")
+app.add_typer(label_app, name="label")
+app.add_typer(synth_app, name="synth")
 
 
 def main() -> None:

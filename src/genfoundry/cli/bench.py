@@ -230,3 +230,59 @@ def drift(ctx: typer.Context,
     err_console.print(f"embedding the sets and running {trials} trials per rate…", style="dim")
     result = run_drift_bench(folder, window=window, trials=trials, alpha=alpha)
     _report(context.settings, "drift", result, out)
+
+
+WRENCH_ENV = "GENFOUNDRY_WRENCH_YOUTUBE"
+_CHECKOUT_WRENCH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "weak_supervision" / "youtube"
+
+
+@app.command("data")
+@handle_errors
+def data(ctx: typer.Context,
+         folder: Path = typer.Option(None, "--data", help=f"WRENCH YouTube folder (train/valid/test.json); default "
+                                                           f"${WRENCH_ENV}, else ../shared/data beside a checkout."),
+         llm_rows: int = typer.Option(200, min=0, help="Train rows (besides the test rows) the prompt LF on the "
+                                                       "built-in model runs on; 0 skips it."),
+         rounds: int = typer.Option(4, min=1, help="Rounds of 50 simulated reviews."),
+         out: Path = typer.Option(None, help="Also write the JSON here.")):
+    """Weak supervision on WRENCH YouTube: label models vs Snorkel and majority vote, end models, the review
+    queue vs random order, prompt LFs on the built-in model, rule-LF throughput on 100,000 rows."""
+    import asyncio
+    import tempfile
+
+    from genfoundry.apps.answer import direct_generate
+    from genfoundry.bench.data import run_data_bench
+    from genfoundry.data.labeling import clipped
+    from genfoundry.core.settings import load_settings
+    from genfoundry.core.store import Store
+    from genfoundry.guard.engine import hub_embedder
+
+    folder = folder or Path(os.environ.get(WRENCH_ENV) or _CHECKOUT_WRENCH)
+    if not (folder / "train.json").is_file():
+        raise ConfigError(f"no WRENCH YouTube data at {folder.resolve()}; pass --data FOLDER or set {WRENCH_ENV}")
+    context = get_context(ctx)
+    hub = context.hub()
+
+    async def work():
+        loop = asyncio.get_running_loop()
+        embed = clipped(hub_embedder(hub, loop))
+        direct = direct_generate(hub)
+
+        async def generate(model, request):  # the bench runs in a worker thread; the models live on this loop
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(direct(model, request), loop))
+        with tempfile.TemporaryDirectory() as scratch:  # the vote cache of the bench, not the user's
+            settings = load_settings(home=scratch, environ={})
+            settings.ensure_home()
+            store = Store.open(settings.resolved_database_url)
+            try:
+                return await asyncio.to_thread(
+                    run_data_bench, folder, embed=embed, store=store, generate=generate,
+                    llm_rows=llm_rows, review_rounds=rounds, progress=lambda m: err_console.print(m, style="dim"))
+            finally:
+                store.close()
+                await hub.close()
+
+    result = asyncio.run(work())
+    result["model"] = hub.resolve("default").name
+    result["embedding_model"] = hub.resolve("default-embedding").name
+    _report(context.settings, "data", result, out)

@@ -178,14 +178,20 @@ def forget(ctx: typer.Context,
         async with open_kb(context) as kb:
             if document:
                 return await kb.forget_document(document)
-            return await kb.forget_match(match, collections=collection or None, erase_calls=not keep_call_logs)
+            report = await kb.forget_match(match, collections=collection or None, erase_calls=not keep_call_logs)
+            if not collection:  # everywhere: datasets too
+                from genfoundry.data.datasets import Datasets
+
+                report.dataset_rows = await asyncio.to_thread(Datasets(context.settings, kb.store).forget_match, match)
+            return report
 
     report = _run(work())
     if as_json:
         print(json.dumps(report.to_dict()))
         return
     console.print(f"forgot {len(report.documents)} documents ({report.chunks} chunks), "
-                  f"{report.answers} cached answers; erased content of {report.calls} logged calls")
+                  f"{report.answers} cached answers; erased content of {report.calls} logged calls; removed "
+                  f"{sum(report.dataset_rows.values())} dataset rows")
 
 
 @handle_errors

@@ -38,7 +38,7 @@ from genfoundry.core.store import Store, utcnow
 from genfoundry.models.spec import CLEARANCES
 
 __all__ = ["DEFAULT_SPLITS", "DatasetInfo", "Datasets", "DiffReport", "SPLITS", "SplitSpec", "VersionInfo",
-           "read_records", "row_id"]
+           "check_rows", "read_records", "row_id"]
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
@@ -157,7 +157,8 @@ def _kind(value: Any) -> str | None:
     return type(value).__name__
 
 
-def _check_rows(records: Iterable[tuple[int, Any]], required: Sequence[str], where: str) -> list[dict]:
+def _check_rows(records: Iterable[tuple[int, Any]], required: Sequence[str], where: str,
+                param: str = "file") -> list[dict]:
     """Rows as dicts, each checked: an object, the required columns present and not empty, a type per
     column. Every bad row is reported by its line; none is dropped quietly."""
     rows: list[dict] = []
@@ -196,10 +197,15 @@ def _check_rows(records: Iterable[tuple[int, Any]], required: Sequence[str], whe
     if errors:
         more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
         raise InvalidRequest(f"{len(errors)} bad rows, nothing imported: " + "; ".join(errors[:MAX_REPORTED_ERRORS])
-                             + more, param="file")
+                             + more, param=param)
     if not rows:
-        raise InvalidRequest(f"{where} holds no records", param="file")
+        raise InvalidRequest(f"{where} holds no records", param=param)
     return rows
+
+
+def check_rows(rows: Sequence[Any], *, required: Sequence[str] = (), where: str = "rows") -> list[dict]:
+    """Rows given as values (an API body) checked as a file's are; the first row is line 1."""
+    return _check_rows(enumerate(rows, 1), required, where, param="rows")
 
 
 def read_records(path: Path, fmt: str | None = None, *, required: Sequence[str] = ()) -> list[dict]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from genfoundry.core.errors import InvalidRequest
 
-__all__ = ["ABSTAIN", "EndModel", "LabelModel", "LFStats", "lf_summary", "majority_vote"]
+__all__ = ["ABSTAIN", "EndModel", "LFStats", "LabelModel", "lf_summary", "majority_vote"]
 
 ABSTAIN = -1
 

@@ -47,10 +47,24 @@ from genfoundry.core.types import GenerationRequest
 from genfoundry.data.label_model import ABSTAIN
 
 __all__ = ["ERROR", "EmbeddingLF", "KeywordLF", "LabelingFunction", "PromptLF", "PythonLF", "RegexLF", "VoteMatrix",
-           "apply_lfs", "labeling_function", "lf_from_spec", "row_hash"]
+           "apply_lfs", "clipped", "labeling_function", "lf_from_spec", "row_hash"]
 
 ERROR = -2  # the vote cell of a row where the LF raised
 BATCH = 256
+
+
+def clipped(embed: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+    """``embed`` that reads the first part of texts too long for the model (features, nearest examples)
+    instead of failing the run: texts are cut to 1,000, then 500, then 250 characters while it refuses."""
+    def run(texts: list[str]) -> np.ndarray:
+        for limit in (None, 1000, 500, 250):
+            try:
+                return embed([t if limit is None else t[:limit] for t in texts])
+            except InvalidRequest as exc:
+                if "tokens" not in str(exc) or limit == 250:
+                    raise
+        raise AssertionError("unreachable")
+    return run
 
 
 def row_hash(text: str, row: dict | None = None, fields: Sequence[str] = ()) -> str:

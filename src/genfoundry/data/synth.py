@@ -35,11 +35,10 @@ import sqlalchemy as sa
 from genfoundry.apps.answer import Generate
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Chunk, GenerationRequest, Message
-from genfoundry.guard.groundedness import DEFAULT_THRESHOLD, check_groundedness
+from genfoundry.guard.groundedness import DEFAULT_THRESHOLD, MIN_CLAIM_TERMS, check_groundedness
 from genfoundry.guard.types import Embed, Rail
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import RetrievalOptions
-from genfoundry.models.prompting import render_chat, template_for
 from genfoundry.models.spec import ModelSpec
 
 __all__ = ["FilterStep", "SynthConfig", "SynthResult", "synthesize_qa"]
@@ -54,9 +53,10 @@ _QUESTION = re.compile(r"^[\s>#*_-]*(?:question|q)\s*\d*\s*[*_]*\s*:[*_\s]*", re
 _ANSWER = re.compile(r"(?:^[\s>#*_-]*(?:answer|a)|(?<=\s)[*_]*answer)\s*\d*\s*[*_]*\s*:[*_\s]*",
                      re.IGNORECASE | re.MULTILINE)
 _STOPS = ["\nQuestion:"]  # a second pair: one is enough
-_INSTRUCTIONS = ("Write one {difficulty} {question_type} question that a {persona} could ask and that the text "
-                 "below answers, then its answer, using only facts from the text. Reply in exactly this "
-                 "layout:\nQuestion: ...\nAnswer: ...")
+# Worded as a documentation FAQ rather than as orders to the model: imperative wording ("reply in exactly
+# this layout") is what prompt-injection classifiers flag, and the guard screens these prompts too.
+_INSTRUCTIONS = ("FAQ entry ({difficulty}, {question_type}, asked by a {persona}), answered from the "
+                 "documentation above.")
 
 
 @dataclass
@@ -144,15 +144,27 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
         raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first "
                              f"(`genfoundry ingest {collection} PATH`)", param="collection")
     spec = kb.hub.resolve(config.model)
-    rows, unparsed = [], []
+    from genfoundry.guard.engine import GuardBlocked
+
+    rows, blocked, unparsed = [], [], []
     for i, plan in enumerate(_plan(chunks, config)):
-        generation = await generate(spec.name, _request(plan, spec, config))
-        row, error = _row(plan, generation.text, spec=spec, collection=collection)
-        rows.append(row)
-        unparsed.append(error)
+        try:
+            generation = await generate(spec.name, _request(plan, spec, config))
+        except GuardBlocked as exc:  # one row's prompt or output the guard stopped: that row is dropped
+            row, _ = _row(plan, "", spec=spec, collection=collection)
+            rows.append(row)
+            blocked.append(f"blocked by the guard ({exc.rule})")
+            unparsed.append(None)
+        else:
+            row, error = _row(plan, generation.text, spec=spec, collection=collection)
+            rows.append(row)
+            blocked.append(None)
+            unparsed.append(error)
         if progress is not None:
             progress(i + 1, config.n)
     result = SynthResult(rows=[], generated=len(rows))
+    if any(blocked):
+        rows, unparsed = result._apply("guard", rows, blocked), [e for e, b in zip(unparsed, blocked) if b is None]
     rows = result._apply("parse", rows, unparsed)
     rows = result._apply("near-duplicate", rows, await asyncio.to_thread(
         _near_duplicates, rows, embed, config.dedup_threshold))
@@ -197,18 +209,41 @@ def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:
     return plans
 
 
+# A base model continues patterns rather than following instructions: it is shown one worked entry (a
+# neutral library handbook, one per question type) in the very layout it is to continue.
+_WORKED = {
+    "factual": ("The city library is open from 9:00 to 18:00 on weekdays and from 10:00 to 14:00 on Saturdays. "
+                "It is closed on Sundays and public holidays.",
+                "When does the library open on Saturdays?", "At 10:00, and it closes at 14:00."),
+    "how-to": ("To renew a book, sign in to your library account, open 'My loans' and press 'Renew' next to the "
+               "book. A book can be renewed twice unless another reader has reserved it.",
+               "How do I renew a book?", "Sign in to your library account, open 'My loans' and press 'Renew' "
+               "next to the book."),
+    "why": ("Late returns cost 0.50 per day because other readers are waiting for the books. The fee stops at "
+            "10 per book.", "Why do late returns cost a fee?",
+            "Because other readers are waiting for the books; it is 0.50 per day, at most 10 per book."),
+}
+_BASE_STOPS = ["\n\n", "\nDocumentation:", "\nQuestion:"]
+
+
+def _entry_header(plan: dict) -> str:
+    return f"A {plan['persona']} asks a {plan['difficulty']} {plan['question_type']} question.\n"
+
+
 def _request(plan: dict, spec: ModelSpec, config: SynthConfig) -> GenerationRequest:
-    """A base model gets its turn format as a completion prompt that opens the answer with
-    "Question:" (it keeps a small model in the layout); a chat model gets the instruction."""
-    instructions = _INSTRUCTIONS.format(**{k: plan[k] for k in ("difficulty", "question_type", "persona")})
+    """A base model gets a completion prompt: a worked entry, then the chunk, the seed examples and an open
+    "Question:" to continue; a chat model gets the documentation and the FAQ wording as a user turn."""
     shots = "".join(f"Question: {s['question'].strip()}\nAnswer: {s['answer'].strip()}\n\n" for s in plan["shots"])
-    examples = f"Examples:\n\n{shots}" if shots else ""
-    content = f"{instructions}\n\n{examples}Text:\n{plan['chunk'].text[:_CONTEXT_CHARS].strip()}"
+    chunk = plan["chunk"].text[:_CONTEXT_CHARS].strip()
     common = {"max_tokens": config.max_tokens, "temperature": TEMPERATURE, "seed": plan["seed"]}
     if spec.options.get("base_model"):
-        rendered = render_chat([Message(role="user", content=content)],
-                               template_for(None, spec.options.get("chat_template")))
-        return GenerationRequest(prompt=f"{rendered.text}Question:", stop=[*rendered.stop, *_STOPS], **common)
+        doc, question, answer = _WORKED.get(plan["question_type"], _WORKED["factual"])
+        worked = f"Documentation:\n{doc}\n\n{_entry_header(plan)}Question: {question}\nAnswer: {answer}\n\n"
+        prompt = f"{worked}Documentation:\n{chunk}\n\n{shots}{_entry_header(plan)}Question:"
+        return GenerationRequest(prompt=prompt, stop=list(_BASE_STOPS), **common)
+    instructions = _INSTRUCTIONS.format(**{k: plan[k] for k in ("difficulty", "question_type", "persona")})
+    examples = f"Other FAQ entries:\n\n{shots}" if shots else ""
+    content = f"Documentation:\n{chunk}\n\n{examples}{instructions} (Question: / Answer:)"
     return GenerationRequest(messages=[Message(role="user", content=content)], stop=list(_STOPS), **common)
 
 
@@ -267,9 +302,30 @@ def _near_duplicates(rows: list[dict], embed: Embed, threshold: float) -> list[s
     return reasons
 
 
+_TERM = re.compile(r"[a-z0-9][a-z0-9'-]*[a-z0-9]|[0-9]", re.IGNORECASE)
+_FILLER = {"yes", "no", "the", "and", "for", "you", "your", "are", "can", "not", "with", "this", "that", "our"}
+
+
+def _short_unsupported(answer: str, context: str) -> str | None:
+    """The groundedness check sees no claim in an answer of a few words ("Yes.", "The Lamm Sleepers"), so
+    each of its words must be in the source chunk, and it must hold at least one such word."""
+    terms = {t.lower() for t in _TERM.findall(answer)} - _FILLER
+    if len(terms) >= MIN_CLAIM_TERMS:
+        return None
+    if not terms:
+        return "answer too short to check against its source"
+    held = {t.lower() for t in _TERM.findall(context)}
+    missing = sorted(terms - held)
+    return f"short answer with words not in its source: {', '.join(missing)}" if missing else None
+
+
 def _ungrounded(rows: list[dict], embed: Embed, threshold: float) -> list[str | None]:
     reasons: list[str | None] = []
     for row in rows:
+        short = _short_unsupported(row["answer"], row["context"])
+        if short is not None:
+            reasons.append(short)
+            continue
         report = check_groundedness(row["answer"], [row["context"]], embed=embed, threshold=threshold)
         unsupported = report.unsupported
         reasons.append(f"supported_share {report.supported_share:.2f} at threshold {threshold}; unsupported: "

@@ -28,7 +28,7 @@ from genfoundry.core.errors import Conflict, InvalidRequest, NotFound
 from genfoundry.core.store import Store, utcnow
 from genfoundry.data.datasets import Datasets
 from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, lf_summary, majority_vote
-from genfoundry.data.labeling import LabelingFunction, PromptLF, apply_lfs, lf_from_spec
+from genfoundry.data.labeling import LabelingFunction, PromptLF, apply_lfs, clipped, lf_from_spec
 
 __all__ = ["Labeling", "RunReport", "TaskSpec"]
 
@@ -102,7 +102,8 @@ class Labeling:
                  embed: Callable[[list[str]], np.ndarray] | None = None,
                  clearance: Callable[[str], str] | None = None, functions: Sequence[LabelingFunction] = ()):
         self.datasets, self.store = datasets, store
-        self.generate, self.embed, self.clearance = generate, embed, clearance
+        self.generate, self.clearance = generate, clearance
+        self.embed = clipped(embed) if embed is not None else None
         self.functions = list(functions)  # Python LFs given in code, added to every run of a task
 
     # -- tasks ------------------------------------------------------------------------------------------
@@ -271,6 +272,8 @@ class Labeling:
         spec, _ = self.get(name)
         if label not in spec.labels:
             raise InvalidRequest(f"label {label!r} is not in the label space ({', '.join(spec.labels)})", param="label")
+        if not self._has_row(spec, row_id):
+            raise NotFound(f"no row {row_id!r} in {spec.dataset}@{spec.version}", param="row_id")
         t = self.store.tables.label_reviews
         with self.store.begin() as conn:
             current = conn.execute(sa.select(t).where(t.c.task == name, t.c.row_id == row_id, t.c.undone_at.is_(None))
@@ -284,6 +287,12 @@ class Labeling:
         record(self.store, action="label.review", actor=reviewer, target=f"{name}/{row_id}",
                details={"label": label, "replaces": current["id"] if current else None})
         return {**review, "created_at": review["created_at"].isoformat() + "Z"}
+
+    def _has_row(self, spec: TaskSpec, row_id: str) -> bool:
+        import pyarrow.compute as pc
+
+        table = self.datasets.table(spec.dataset, spec.version).select(["_id"])
+        return bool(pc.any(pc.equal(table["_id"], row_id)).as_py())
 
     def undo(self, name: str, review_id: str, *, reviewer: str) -> None:
         t = self.store.tables.label_reviews

@@ -29,6 +29,7 @@ from genfoundry.gateway.chat.routes import router as chat_router
 from genfoundry.gateway.completions.routes import router as completions_router
 from genfoundry.gateway.console.routes import router as console_router
 from genfoundry.gateway.console.routes import static_files
+from genfoundry.gateway.data.routes import router as data_router
 from genfoundry.gateway.embeddings.routes import router as embeddings_router
 from genfoundry.gateway.knowledge.routes import router as knowledge_router
 from genfoundry.gateway.metrics import Metrics
@@ -44,7 +45,7 @@ from genfoundry.observe.alerts import has_alert_since, record_alert
 from genfoundry.observe.calls import CallRecorder
 from genfoundry.observe.tracing import Tracing, prune_spans
 
-__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "LookupScope", "create_app", "warm_model"]
+__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "LookupScope", "create_app", "open_runtime", "warm_model"]
 
 log = logging.getLogger(__name__)
 
@@ -249,46 +250,55 @@ async def _warm_up(runtime: Runtime, names: list[str]) -> None:
         log.info("ready: %s loaded and warmed in %.1f s", ", ".join(names), time.perf_counter() - started)
 
 
-def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
-    """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        settings.ensure_home()
-        store = Store.open(settings.resolved_database_url)
-        hub = ModelHub(store, settings)
-        if builtins:
-            register_builtins(hub)
-        quotas = Quotas(store, default_rpm=settings.default_rpm)
-        recorder = CallRecorder(store, log_content=settings.log_content, on_written=quotas.release)
-        runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder, quotas=quotas,
-                          metrics=Metrics())
-        runtime.quotas.on_budget = lambda state: _budget_alert(runtime, state)
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, builtins: bool = True):
+    """The gateway's runtime (store, hub, guard, recorder, quotas, tracing) without the HTTP server: what
+    the server runs on, and what commands use to send model calls down the same guarded, recorded path."""
+    settings.ensure_home()
+    store = Store.open(settings.resolved_database_url)
+    hub = ModelHub(store, settings)
+    if builtins:
+        register_builtins(hub)
+    quotas = Quotas(store, default_rpm=settings.default_rpm)
+    recorder = CallRecorder(store, log_content=settings.log_content, on_written=quotas.release)
+    runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder, quotas=quotas, metrics=Metrics())
+    runtime.quotas.on_budget = lambda state: _budget_alert(runtime, state)
+    try:
         if settings.tracing:
             await asyncio.to_thread(prune_spans, store, older_than_days=settings.trace_retention_days)
             runtime.tracing = Tracing(settings, store)
         runtime.guard = open_guard(settings, store, hub)  # a bad policy or a missing vault key stops here
         if runtime.guard is not None:
             await asyncio.to_thread(runtime.guard.warm_up)
-        app.state.runtime = runtime
-        # The server answers (liveness) at once; it is ready once the preloaded models are
-        # loaded and have run once, so the first request is as fast as the next.
-        runtime.ready = not preload
-        warming = asyncio.create_task(_warm_up(runtime, preload), name="warm-up") if preload else None
+        yield runtime
+    finally:
         try:
-            yield
+            await hub.close()
+            if runtime.kb is not None:
+                runtime.kb.close()
         finally:
-            if warming is not None:
-                warming.cancel()
+            recorder.close()  # pending call records are written even if a model failed to close
+            if runtime.tracing is not None:
+                runtime.tracing.shutdown()  # pending spans too
+            store.close()
+
+
+def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:
+    """Build the gateway. ``preload`` names models to load at start-up rather than on first use."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with open_runtime(settings, builtins=builtins) as runtime:
+            app.state.runtime = runtime
+            # The server answers (liveness) at once; it is ready once the preloaded models are
+            # loaded and have run once, so the first request is as fast as the next.
+            runtime.ready = not preload
+            warming = asyncio.create_task(_warm_up(runtime, preload), name="warm-up") if preload else None
             try:
-                await hub.close()
-                if runtime.kb is not None:
-                    runtime.kb.close()
+                yield
             finally:
-                recorder.close()  # pending call records are written even if a model failed to close
-                if runtime.tracing is not None:
-                    runtime.tracing.shutdown()  # pending spans too
-                store.close()
+                if warming is not None:
+                    warming.cancel()
 
     # Swagger UI and ReDoc load their scripts from a CDN into this origin: off unless asked for
     # (api_docs). The OpenAPI document itself is always at /openapi.json.
@@ -297,7 +307,7 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
     for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,
-                   admin_router, observe_router, console_router):
+                   data_router, admin_router, observe_router, console_router):
         app.include_router(router)
     app.mount("/console/static", static_files(), name="console-static")
 

@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -75,10 +75,11 @@ class ForgetReport:
     chunks: int  # chunks deleted
     answers: int  # cached answers dropped
     calls: int  # call-log entries whose content was erased
+    dataset_rows: dict[str, int] = field(default_factory=dict)  # rows removed per dataset version (set by callers)
 
     def to_dict(self) -> dict:
         return {"documents": self.documents, "chunks": self.chunks, "cached_answers": self.answers,
-                "call_logs_erased": self.calls}
+                "call_logs_erased": self.calls, "dataset_rows_removed": self.dataset_rows}
 
 
 class KnowledgeBase:

@@ -1,5 +1,5 @@
 """A real gateway for tests: `genfoundry serve` in a subprocess on the built-in
-models, in a home of its own, with an admin key.
+models (preloaded, or none with ``preload=()``), in a home of its own, with an admin key.
 
 Example::
 
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 
-__all__ = ["RunningGateway", "free_port", "start_gateway", "stop_gateway", "stop_process", "wait_http"]
+__all__ = ["DEFAULT_PRELOAD", "RunningGateway", "free_port", "start_gateway", "stop_gateway", "stop_process",
+           "wait_http"]
 
 
 def free_port() -> int:
@@ -77,7 +79,13 @@ class RunningGateway:
         return Store.open(f"sqlite:///{self.home / 'genfoundry.db'}")
 
 
-def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> RunningGateway:
+DEFAULT_PRELOAD = ("default", "default-embedding")
+
+
+def start_gateway(home: Path, env_extra: dict[str, str] | None = None, *,
+                  preload: Sequence[str] = DEFAULT_PRELOAD) -> RunningGateway:
+    """Start ``genfoundry serve`` on ``home`` and wait until it is ready: its ``preload`` models warm
+    (none: models load on first use, and the gateway is ready at once)."""
     home.mkdir(parents=True, exist_ok=True)
     store = Store.open(f"sqlite:///{home / 'genfoundry.db'}")
     secret, _ = create_key(store, name="tests", role="admin")
@@ -87,10 +95,9 @@ def start_gateway(home: Path, env_extra: dict[str, str] | None = None) -> Runnin
     port = free_port()
     env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     log = open(home / "gateway.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port),
-         "--preload", "default", "--preload", "default-embedding"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+    models = [arg for name in preload for arg in ("--preload", name)] or ["--lazy"]
+    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), *models],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:  # 503 while the preloaded models warm up, 200 once they are ready
         wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240)
     except RuntimeError as exc:

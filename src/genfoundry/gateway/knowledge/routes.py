@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dataclasses
 import uuid
 
@@ -153,4 +155,9 @@ async def forget_match(body: ForgetBody, request: Request, key: ApiKey = Depends
     kb = request.app.state.runtime.knowledge()
     report = await kb.forget_match(body.match, collections=body.collections, erase_calls=body.erase_call_logs,
                                    actor=f"key:{key.id}")
+    if not body.collections:  # everywhere: datasets too
+        from genfoundry.data.datasets import Datasets
+
+        report.dataset_rows = await asyncio.to_thread(Datasets(request.app.state.runtime.settings, kb.store).forget_match,
+                                                      body.match, actor=f"key:{key.id}")
     return report.to_dict()
