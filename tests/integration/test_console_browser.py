@@ -1,13 +1,14 @@
 """The console in a real browser (Debian's chromium, driven by Playwright) against a real gateway on the
 built-in models: sign in, chat, rate, open the trace, upload and forget a document, grounded chat with
-citations, the cost page, and bad input; and the Review page of a labeling task, on a gateway that loads no
-model. Screenshots go to ``test-screenshots/`` (or
+citations, the cost page, and bad input; and the Review page of a labeling task and the Datasets page, on
+gateways that load no model. Screenshots go to ``test-screenshots/`` (or
 ``GENFOUNDRY_SCREENSHOTS``) for a person to look at.
 
 CI sets ``GENFOUNDRY_REQUIRE_BROWSER=1``, so a missing browser fails there instead of skipping."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -274,5 +275,130 @@ def test_review_page_labels_skips_undoes_and_reports_a_conflict(browser, review_
     _wait_for_row(tab, other_than=first)
     assert tab.text_content("[data-testid=review-count]") == "0"
     assert _reviews(gw)[first]["reviewer"] == "key:bob"
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+LONG_TEXT = "a comment that goes on " * 20
+
+
+@pytest.fixture(scope="module")
+def datasets_gateway(tmp_path_factory):
+    """A gateway whose home holds ``comments`` in two versions (60 rows, then 300 with a nested field and a long
+    text), a ``confidential`` dataset, and a developer key, all made before it starts. Yields the gateway, the
+    developer key and the versions of ``comments``."""
+    _require_browser()
+    home = tmp_path_factory.mktemp("gf-datasets")
+
+    def make_data():
+        settings = load_settings(home=home, environ={})
+        settings.ensure_home()
+        store = Store.open(settings.resolved_database_url)
+        splits = ("train", "train", "train", "dev", "test")
+        try:
+            datasets = Datasets(settings, store)
+            first = datasets.add_version("comments", [{"text": f"comment {i}", "gold": "ham", "split": splits[i % 5]}
+                                                      for i in range(60)],
+                                         lineage={"source": "file", "file": "comments.jsonl", "sha256": "ab" * 32})
+            second = datasets.add_version("comments", [
+                {"text": LONG_TEXT if i == 0 else f"comment {i}", "gold": "spam" if i % 2 else "ham",
+                 "meta": {"i": i, "tags": ["x", "y"]}, "split": splits[i % 5]} for i in range(300)],
+                lineage={"source": "api", "rows": 300, "sha256": "cd" * 32}, parent=first.number)
+            datasets.add_version("call-log", [{"prompt": "hello", "answer": "hi"}], lineage={"source": "calls"},
+                                 sensitivity="confidential")
+            developer, _ = create_key(store, name="dev", role="developer")
+            return developer, [first, second]
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API may hold an event loop in this thread
+        developer, versions = pool.submit(make_data).result()
+    gw = start_gateway(home, preload=())
+    yield gw, developer, versions
+    stop_gateway(gw)
+
+
+def _signed_in(browser, gw, secret: str, route: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(f"http://127.0.0.1:{gw.port}/console{route}")
+    tab.fill("#api-key", secret)
+    tab.click("#login-form button")
+    return context, tab, errors
+
+
+def _cells(tab, selector: str) -> list[list[str]]:
+    return [[td.text_content().strip() for td in tr.query_selector_all("td")] for tr in tab.query_selector_all(selector)]
+
+
+def _column(tab, name: str) -> list[str]:
+    heads = [th.text_content() for th in tab.query_selector_all("[data-testid=dataset-rows] th")]
+    return [row[heads.index(name)] for row in _cells(tab, "[data-testid=dataset-rows] tbody tr")]
+
+
+def _wait_for_range(tab, text: str) -> None:
+    tab.wait_for_selector(f"[data-testid=rows-range]:text-is('{text}')")
+
+
+def test_datasets_page_lists_versions_and_pages_rows_by_split(browser, datasets_gateway):
+    gw, _, (first, second) = datasets_gateway
+    context, tab, errors = _signed_in(browser, gw, gw.key, "#/datasets")
+    tab.wait_for_selector("#dataset-list td:has-text('comments')")
+    listed = {row[0]: row for row in _cells(tab, "#dataset-list tr[data-row]")}
+    assert listed["comments"][1:5] == ["internal", "2", "300", "api"]
+    assert listed["call-log"][1] == "confidential"
+    tab.screenshot(path=str(SHOTS / "console-datasets.png"), full_page=True)
+
+    tab.locator("#dataset-list tr[data-row]", has_text="comments").click()
+    tab.wait_for_selector("[data-testid=dataset-versions] tbody tr[data-row='1']")
+    newest, oldest = _cells(tab, "[data-testid=dataset-versions] tbody tr")
+    assert newest[:4] == ["2", "300", second.content_hash[:12], "train 180 · dev 60 · test 60"]
+    assert newest[4] == "api rows 300, sha256 cdcdcdcdcdcd" and newest[5:7] == ["1", "0"]
+    assert oldest[:3] == ["1", "60", first.content_hash[:12]] and oldest[4].startswith("file")
+    assert "comments.jsonl" in oldest[4] and oldest[5] == ""
+    _wait_for_range(tab, "rows 1–50 of 300")
+    assert len(_column(tab, "_id")) == 50
+    assert [th.text_content() for th in tab.query_selector_all("[data-testid=dataset-rows] th")] == [
+        "_id", "split", "text", "gold", "meta"]
+    long_cell = tab.query_selector("[data-testid=dataset-rows] tbody tr td:nth-child(3)")
+    assert long_cell.get_attribute("title") == LONG_TEXT and long_cell.text_content().endswith("…")
+    assert len(long_cell.text_content()) < len(LONG_TEXT)
+    assert _column(tab, "meta")[1] == json.dumps({"i": 1, "tags": ["x", "y"]}, separators=(",", ":"))
+    tab.screenshot(path=str(SHOTS / "console-dataset.png"), full_page=True)
+
+    tab.select_option("#dataset-split", "test")
+    _wait_for_range(tab, "rows 1–50 of 60")
+    assert _column(tab, "split") == ["test"] * 50
+    assert tab.is_disabled("#rows-prev")
+    tab.click("#rows-next")
+    _wait_for_range(tab, "rows 51–60 of 60")
+    assert _column(tab, "split") == ["test"] * 10
+    assert tab.is_disabled("#rows-next") and not tab.is_disabled("#rows-prev")
+    tab.click("#rows-prev")
+    _wait_for_range(tab, "rows 1–50 of 60")
+
+    tab.select_option("#dataset-version", "1")  # the older version keeps the split filter
+    _wait_for_range(tab, "rows 1–12 of 12")
+    assert _column(tab, "split") == ["test"] * 12
+    assert "meta" not in [th.text_content() for th in tab.query_selector_all("[data-testid=dataset-rows] th")]
+    assert tab.text_content("[data-testid=dataset-versions] tr.selected td") == "1"
+    tab.screenshot(path=str(SHOTS / "console-dataset-split.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_a_developer_key_is_told_a_confidential_dataset_is_for_admins(browser, datasets_gateway):
+    gw, developer, _ = datasets_gateway
+    context, tab, errors = _signed_in(browser, gw, developer, "#/datasets")
+    tab.wait_for_selector("#dataset-list td:has-text('comments')")
+    assert "call-log" not in tab.text_content("#dataset-list")
+    tab.goto(f"http://127.0.0.1:{gw.port}/console#/datasets/call-log")
+    error = tab.wait_for_selector("[data-testid=error]").text_content()
+    assert error == "dataset 'call-log' is confidential: admin keys only"
+    assert tab.is_hidden("#dataset-rows-card")
+    tab.screenshot(path=str(SHOTS / "console-dataset-forbidden.png"), full_page=True)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

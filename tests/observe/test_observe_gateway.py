@@ -273,7 +273,7 @@ def test_console_is_served_without_outside_assets(gateway):
     page = client.get("/console")
     assert page.status_code == 200 and "<script src=\"/console/static/app.js\">" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for name in ("app.js", "review.js", "style.css"):
+    for name in ("app.js", "datasets.js", "review.js", "style.css"):
         asset = client.get(f"/console/static/{name}")
         assert asset.status_code == 200
         assert "http://" not in asset.text and "https://" not in asset.text  # nothing fetched from elsewhere

@@ -238,7 +238,8 @@ def test_base_models_get_a_worked_example_completion_prompt(kb, hub):
     hub.add(fake_spec("fake-base", options={"base_model": True, "chat_template": "gemma"}))
     generate = ScriptedGenerate(**{t: reply.removeprefix("Question:") for t, reply in GOOD.items()})
     progress: list[tuple[int, int]] = []
-    result = synth(kb, generate=generate, model="fake-base", progress=lambda *step: progress.append(step))
+    result = synth(kb, generate=generate, model="fake-base", mode="generative",
+                   progress=lambda *step: progress.append(step))
     model, request = generate.requests[0]
     assert model == "fake-base" and request.messages is None
     # A worked entry in the layout to continue, then this row's chunk and attributes, open at "Question:".
@@ -290,3 +291,59 @@ def test_short_answers_must_be_made_of_words_from_the_source(kb):
     assert reasons["warranty"] == "answer too short to check against its source"
     assert reasons["hours"].startswith("short answer with words not in its source: lamm, sleepers")
     assert len(result.rows) == 2
+
+
+QUESTIONS = {"returns": " How many days do I have to return something?", "shipping": " When is shipping free?",
+             "warranty": " How long is the warranty on backpacks?", "hours": " When does the shop open?"}
+HOURS = DOCS["hours"].split(". ")  # two sentences: opening hours, then the e-mail address
+
+
+class AnswerFirstGenerate(ScriptedGenerate):
+    """Writes the question for the sentence the prompt gives as the answer (its words, as a question); with
+    ``wrong_for``: for that topic, a question asking for the chunk's other sentence."""
+
+    def __init__(self, wrong_for: str | None = None):
+        super().__init__()
+        self.wrong_for = wrong_for
+
+    async def __call__(self, model: str, request: GenerationRequest) -> Generation:
+        self.requests.append((model, request))
+        given = re.findall(r"Answer: (.*)\nQuestion:$", request.prompt)[0]
+        if self.wrong_for == "hours" and given.startswith(HOURS[0][:12]):
+            return Generation(text=" Who do I write to at hello@shop.example with questions?")
+        if self.wrong_for == "hours" and given.startswith("Write"):
+            return Generation(text=" When does the shop open in the morning and close in the evening?")
+        return Generation(text=f" Is it so that {given.rstrip('.').lower()}?")
+
+
+def test_answer_first_mode_takes_a_sentence_of_the_chunk_as_the_answer(kb, hub):
+    hub.add(fake_spec("fake-base", options={"base_model": True}))
+    generate = AnswerFirstGenerate()
+    result = synth(kb, generate=generate, model="fake-base")  # auto: answer-first for a base model
+    _, request = generate.requests[0]
+    assert request.prompt.endswith("\nQuestion:") and request.stop == ["\n"] and request.max_tokens <= 48
+    assert len(result.rows) == 4 and all(r["mode"] == "answer-first" for r in result.rows)
+    for row in result.rows:
+        assert row["answer"] in " ".join(row["context"].split())  # a sentence of its chunk, word for word
+        assert row["question"] == f"Is it so that {row['answer'].rstrip('.').lower()}?"
+
+
+def test_answer_first_output_that_is_not_a_question_is_dropped(kb, hub):
+    hub.add(fake_spec("fake-base", options={"base_model": True}))
+    generate = ScriptedGenerate(**{**QUESTIONS, "warranty": " Backpacks are great"})
+    result = synth(kb, generate=generate, model="fake-base")
+    [dropped] = dropped_by(result, "parse")
+    assert topic_of(dropped) == "warranty" and "ending in '?'" in dropped["reason"]
+    with pytest.raises(InvalidRequest, match="mode"):
+        synth(kb, mode="creative")
+
+
+def test_answer_first_drops_a_question_that_asks_for_another_sentence_of_the_chunk(kb, hub):
+    hub.add(fake_spec("fake-base", options={"base_model": True}))
+    result = synth(kb, generate=AnswerFirstGenerate(wrong_for="hours"), model="fake-base", n=8)
+    mismatched = dropped_by(result, "answer-match")
+    # The hours chunk's two rows: each mismatched, unless both drew the same sentence (then the second is a
+    # near-duplicate of the first).
+    assert 1 <= len(mismatched) <= 2 and all(topic_of(d) == "hours" for d in mismatched)
+    assert all("matches another sentence" in d["reason"] for d in mismatched)
+    assert {topic_of(r) for r in result.rows} == {"returns", "shipping", "warranty"}

@@ -360,6 +360,9 @@ def synth_qa(ctx: typer.Context, collection: str = typer.Option(..., "--collecti
              seeds: Path = typer.Option(None, exists=True, dir_okay=False,
                                         help="JSONL of example rows {question, answer} for the cold start."),
              seed: int = typer.Option(0, help="Seed: which chunks and attributes each row gets."),
+             mode: str = typer.Option("auto", help="generative (the model writes question and answer), answer-first "
+                                                   "(a sentence of the chunk is the answer, the model writes the "
+                                                   "question), or auto (answer-first for base models)."),
              as_json: bool = _JSON):
     """Question/answer pairs from a collection's chunks, filtered (duplicates, groundedness, round-trip
     retrieval, PII, closeness to the seed examples), saved as a dataset with lineage."""
@@ -372,7 +375,7 @@ def synth_qa(ctx: typer.Context, collection: str = typer.Option(..., "--collecti
     from genfoundry.guard.pii import PiiDetector
 
     context = get_context(ctx)
-    config = SynthConfig(n=count, model=model, seed=seed,
+    config = SynthConfig(n=count, model=model, seed=seed, mode=mode,
                          seeds=read_records(seeds, required=["question", "answer"]) if seeds else [])
 
     async def work():
@@ -391,7 +394,7 @@ def synth_qa(ctx: typer.Context, collection: str = typer.Option(..., "--collecti
             if result.rows:
                 version = await asyncio.to_thread(lambda: Datasets(context.settings, rt.store).add_version(
                     name, result.rows, sensitivity=clearance,
-                    lineage={"source": "generation", "collection": collection, "model": model, "seed": seed,
+                    lineage={"source": "generation", "collection": collection, "model": model, "seed": seed, "mode": mode,
                              "generated": result.generated, "filters": [s.to_dict() for s in result.steps]}))
             return result, version
 

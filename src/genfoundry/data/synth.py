@@ -2,14 +2,21 @@
 
 Each row gets a chunk (the chunks are shuffled with ``seed`` and dealt round-robin, so
 rows spread over the whole collection) and a question type, difficulty and persona
-drawn with the same seed; the model writes one question the chunk answers, and the
-answer. The rows then pass these filters, in order, each reporting what it dropped:
+drawn with the same seed. In ``generative`` mode the model writes one question the chunk
+answers, and the answer; in ``answer-first`` mode (``auto`` picks it for base models, such as
+the built-in one) a whole sentence of the chunk is the answer and the model writes the question
+it answers. The rows then pass these filters, in order, each reporting what it dropped:
 
-- ``parse``: the output holds a question and an answer ("Question: ...", "Answer: ...").
+- ``guard`` (only when it blocked some): the guard stopped the generation.
+- ``parse``: the output holds a question and an answer ("Question: ...", "Answer: ..."); in
+  answer-first mode, one line of at least three words ending in "?".
 - ``near-duplicate``: the question is less similar than ``dedup_threshold`` (cosine) to
   every question kept before it.
 - ``groundedness``: every claim of the answer is supported by the chunk (the guard's check).
+  An answer of fewer than three terms must consist of words of the chunk.
 - ``round-trip``: retrieving with the question brings the chunk back in the top ``retrieval_k``.
+- ``answer-match`` (answer-first rows): of the chunk's sentences, the answer is the closest to
+  the question.
 - ``pii`` (with a detector): the question and answer hold no PII that the chunk does not.
 - ``privacy`` (with seed examples): the question is at least ``privacy_min_distance``
   (1 - cosine) from every seed question, and ``dcr`` describes how far kept rows are.
@@ -35,7 +42,7 @@ import sqlalchemy as sa
 from genfoundry.apps.answer import Generate
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.types import Chunk, GenerationRequest, Message
-from genfoundry.guard.groundedness import DEFAULT_THRESHOLD, MIN_CLAIM_TERMS, check_groundedness
+from genfoundry.guard.groundedness import DEFAULT_THRESHOLD, MIN_CLAIM_TERMS, check_groundedness, split_sentences
 from genfoundry.guard.types import Embed, Rail
 from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import RetrievalOptions
@@ -80,10 +87,16 @@ class SynthConfig:
     retrieval_k: int = 5  # round-trip: the source chunk must be in the top k for the question
     privacy_min_distance: float = 0.1  # 1 - cosine: a row closer than this to a seed question is dropped
     max_tokens: int = 160
+    # "generative": the model writes the question and the answer; "answer-first": a sentence of the chunk is
+    # the answer and the model writes the question it answers (easier for a small model, and grounded by
+    # construction); "auto": answer-first for base models, generative for chat models.
+    mode: str = "auto"
 
     def check(self) -> None:
         if self.n < 1:
             raise InvalidRequest(f"n is {self.n}; ask for at least 1 row", param="n")
+        if self.mode not in ("auto", "generative", "answer-first"):
+            raise InvalidRequest("mode is auto, generative or answer-first", param="mode")
         for name in ("question_types", "difficulties", "personas"):
             if not getattr(self, name):
                 raise InvalidRequest(f"{name} is empty; give at least one", param=name)
@@ -151,12 +164,12 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
         try:
             generation = await generate(spec.name, _request(plan, spec, config))
         except GuardBlocked as exc:  # one row's prompt or output the guard stopped: that row is dropped
-            row, _ = _row(plan, "", spec=spec, collection=collection)
+            row, _ = _row(plan, "", spec=spec, collection=collection, config=config)
             rows.append(row)
             blocked.append(f"blocked by the guard ({exc.rule})")
             unparsed.append(None)
         else:
-            row, error = _row(plan, generation.text, spec=spec, collection=collection)
+            row, error = _row(plan, generation.text, spec=spec, collection=collection, config=config)
             rows.append(row)
             blocked.append(None)
             unparsed.append(error)
@@ -171,6 +184,8 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
     threshold = DEFAULT_THRESHOLD if config.grounded_threshold is None else config.grounded_threshold
     rows = result._apply("groundedness", rows, await asyncio.to_thread(_ungrounded, rows, embed, threshold))
     rows = result._apply("round-trip", rows, await _lost_in_retrieval(kb, collection, rows, config.retrieval_k))
+    if any(r.get("mode") == "answer-first" for r in rows):
+        rows = result._apply("answer-match", rows, await asyncio.to_thread(_mismatched_answers, rows, embed))
     if pii is not None:
         rows = result._apply("pii", rows, await asyncio.to_thread(_leaked_pii, rows, pii))
     if config.seeds:
@@ -202,7 +217,10 @@ def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:
     rng.shuffle(order)
     plans = []
     for i in range(config.n):
-        plans.append({"chunk": order[i % len(order)], "question_type": rng.choice(config.question_types),
+        chunk = order[i % len(order)]
+        sentences = _answerable(chunk.text)
+        plans.append({"chunk": chunk, "sentence": rng.choice(sentences) if sentences else None,
+                      "question_type": rng.choice(config.question_types),
                       "difficulty": rng.choice(config.difficulties), "persona": rng.choice(config.personas),
                       "shots": rng.sample(config.seeds, min(MAX_SHOTS, len(config.seeds))),
                       "seed": rng.randrange(2**31)})
@@ -226,6 +244,27 @@ _WORKED = {
 _BASE_STOPS = ["\n\n", "\nDocumentation:", "\nQuestion:"]
 
 
+_LABEL = re.compile(r"^(?:answer|a)\s*:\s*", re.IGNORECASE)
+
+
+def _answerable(text: str) -> list[str]:
+    """Sentences of a chunk that can answer a question: whole prose sentences of 5 to 60 words (capital or
+    digit first, closing punctuation last), not headings, questions or fragments cut at a chunk's edge."""
+    out = []
+    for sentence in split_sentences(text):
+        line = _LABEL.sub("", " ".join(sentence.split()).lstrip("-*# ").strip())
+        if not 5 <= len(line.split()) <= 60 or not (line[0].isupper() or line[0].isdigit()):
+            continue
+        if line.endswith("?") or line.lower().startswith(("question", "q:")) or line[-1] not in ".!)\"'":
+            continue
+        out.append(line)
+    return out
+
+
+def _answer_first(spec: ModelSpec, config: SynthConfig) -> bool:
+    return config.mode == "answer-first" or (config.mode == "auto" and bool(spec.options.get("base_model")))
+
+
 def _entry_header(plan: dict) -> str:
     return f"A {plan['persona']} asks a {plan['difficulty']} {plan['question_type']} question.\n"
 
@@ -236,6 +275,12 @@ def _request(plan: dict, spec: ModelSpec, config: SynthConfig) -> GenerationRequ
     shots = "".join(f"Question: {s['question'].strip()}\nAnswer: {s['answer'].strip()}\n\n" for s in plan["shots"])
     chunk = plan["chunk"].text[:_CONTEXT_CHARS].strip()
     common = {"max_tokens": config.max_tokens, "temperature": TEMPERATURE, "seed": plan["seed"]}
+    if _answer_first(spec, config) and plan["sentence"]:
+        doc, question, answer = _WORKED.get(plan["question_type"], _WORKED["factual"])
+        shots = "".join(f"Answer: {s['answer'].strip()}\nQuestion: {s['question'].strip()}\n\n" for s in plan["shots"])
+        worked = f"Documentation:\n{doc}\n\nAnswer: {answer}\nQuestion: {question}\n\n"
+        prompt = f"{worked}Documentation:\n{chunk}\n\n{shots}Answer: {plan['sentence']}\nQuestion:"
+        return GenerationRequest(prompt=prompt, stop=["\n"], **{**common, "max_tokens": min(config.max_tokens, 48)})
     if spec.options.get("base_model"):
         doc, question, answer = _WORKED.get(plan["question_type"], _WORKED["factual"])
         worked = f"Documentation:\n{doc}\n\n{_entry_header(plan)}Question: {question}\nAnswer: {answer}\n\n"
@@ -247,16 +292,24 @@ def _request(plan: dict, spec: ModelSpec, config: SynthConfig) -> GenerationRequ
     return GenerationRequest(messages=[Message(role="user", content=content)], stop=list(_STOPS), **common)
 
 
-def _row(plan: dict, text: str, *, spec: ModelSpec, collection: str) -> tuple[dict, str | None]:
+def _row(plan: dict, text: str, *, spec: ModelSpec, collection: str,
+         config: SynthConfig | None = None) -> tuple[dict, str | None]:
     """The row for one generation, and why its output did not parse (None: it did)."""
     chunk = plan["chunk"]
-    if spec.options.get("base_model"):
-        text = f"Question:{text}"  # the prompt ended with it
-    parsed = _parse_pair(text)
+    if config is not None and _answer_first(spec, config) and plan["sentence"]:
+        question = _clean(text.split("\n")[0])
+        parsed = (question, plan["sentence"]) if question.endswith("?") and len(question.split()) >= 3 else \
+            "no question (a line of at least three words ending in '?')"
+    else:
+        if spec.options.get("base_model"):
+            text = f"Question:{text}"  # the prompt ended with it
+        parsed = _parse_pair(text)
     question, answer = parsed if isinstance(parsed, tuple) else ("", "")
     row = {"question": question, "answer": answer, "context": chunk.text, "chunk_id": chunk.id,
            "document_id": chunk.document_id, "collection": collection,
            **{k: plan[k] for k in ("question_type", "difficulty", "persona")}, "model": spec.name}
+    if config is not None:
+        row["mode"] = "answer-first" if _answer_first(spec, config) and plan["sentence"] else "generative"
     if isinstance(parsed, str):
         row["output"] = text  # what the model wrote, to see why it did not parse
         return row, parsed
@@ -330,6 +383,26 @@ def _ungrounded(rows: list[dict], embed: Embed, threshold: float) -> list[str | 
         unsupported = report.unsupported
         reasons.append(f"supported_share {report.supported_share:.2f} at threshold {threshold}; unsupported: "
                        f"{unsupported[0].text!r}" if unsupported else None)
+    return reasons
+
+
+def _mismatched_answers(rows: list[dict], embed: Embed) -> list[str | None]:
+    """Answer-first rows: of the chunk's sentences, the one given as the answer must be the closest to the
+    question (a round trip within the chunk: the question asks for that sentence, not another)."""
+    reasons: list[str | None] = []
+    for row in rows:
+        if row.get("mode") != "answer-first":
+            reasons.append(None)
+            continue
+        candidates = _answerable(row["context"])
+        if row["answer"] not in candidates or len(candidates) == 1:
+            reasons.append(None)
+            continue
+        vectors = _vectors(embed, [row["question"], *candidates])
+        scores = vectors[1:] @ vectors[0]
+        best = int(np.argmax(scores))
+        reasons.append(None if candidates[best] == row["answer"] else
+                       f"the question matches another sentence of the chunk better: {candidates[best][:80]!r}")
     return reasons
 
 

@@ -528,7 +528,7 @@ async function pageEvals() {
 
 // -- router ---------------------------------------------------------------------------------------------------
 const pages = {chat: pageChat, collections: pageCollections, traces: pageTraces, cost: pageCost, guard: pageGuard,
-  feedback: pageFeedback, drift: pageDrift, evals: pageEvals, review: pageReview};  // pageReview: review.js
+  feedback: pageFeedback, drift: pageDrift, evals: pageEvals, datasets: pageDatasets, review: pageReview};  // datasets.js, review.js
 
 async function render() {
   if (!key()) return renderLogin();
