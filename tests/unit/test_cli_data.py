@@ -93,3 +93,18 @@ def test_forget_match_reaches_datasets(cli, tmp_path):
     out = ok(cli("forget", "--match", "jane.doe@example.com", "--json"))
     assert json.loads(out)["dataset_rows_removed"] == {"p@1": 1}
     assert "jane" not in ok(cli("data", "head", "p"))
+
+
+def test_data_from_collection_takes_current_chunks_and_the_clearance(cli, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Refunds\n\nRefunds take five days.\n")
+    (docs / "b.md").write_text("# Hours\n\nWe open at nine.\n")
+    ok(cli("ingest", str(docs), "--collection", "kb", "--clearance", "confidential"))
+    v = json.loads(ok(cli("data", "from-collection", "-c", "kb", "--name", "kb-chunks", "--json")))
+    assert v["lineage"] == {"source": "collection", "collection": "kb", "chunks": 2} and v["rows"] == 2
+    rows = [json.loads(line) for line in ok(cli("data", "head", "kb-chunks")).strip().splitlines()]
+    assert {r["source"].rsplit("/", 1)[-1] for r in rows} == {"a.md", "b.md"}
+    assert all(r["collection"] == "kb" and r["chunk_id"] and r["text"] for r in rows)
+    assert json.loads(ok(cli("data", "show", "kb-chunks", "--json")))["sensitivity"] == "confidential"
+    assert "collection 'nope' does not exist" in fails(cli("data", "from-collection", "-c", "nope", "--name", "x"))

@@ -19,7 +19,7 @@ from genfoundry.cli.common import Context, console, get_context, handle_errors
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.data.datasets import Datasets, SplitSpec
 
-__all__ = ["data_app", "delete", "diff", "export", "from_calls", "from_feedback", "head", "import_", "label_app",
+__all__ = ["data_app", "delete", "diff", "export", "from_calls", "from_collection", "from_feedback", "head", "import_", "label_app",
            "label_create", "label_list", "label_queue", "label_review", "label_run", "label_show", "list_", "show",
            "synth_app", "synth_qa"]
 
@@ -106,6 +106,26 @@ def from_feedback(ctx: typer.Context, name: str = typer.Option(..., "--name", "-
     v = _datasets(get_context(ctx)).from_feedback(name, since=_date(since), min_rating=min_rating,
                                                   splits=_splits(seed, split), sensitivity=sensitivity)
     _print_version(v, as_json)
+
+
+@data_app.command("from-collection")
+@handle_errors
+def from_collection(ctx: typer.Context, collection: str = typer.Option(..., "--collection", "-c", help="Collection."),
+                    name: str = typer.Option(..., "--name", "-n", help="Dataset to add a version to."),
+                    seed: int = _SEED, split: str = _SPLIT, as_json: bool = _JSON):
+    """Rows from a collection's chunks (current versions): text, ids, source, heading, page; the dataset
+    takes the collection's clearance as its sensitivity."""
+    from genfoundry.cli.knowledge import open_kb
+
+    context = get_context(ctx)
+
+    async def work():
+        async with open_kb(context) as kb:
+            chunks = await asyncio.to_thread(kb.chunks, collection)
+            return _datasets(context).from_chunks(name, collection, chunks, clearance=kb.collection(collection).clearance,
+                                                  splits=_splits(seed, split))
+
+    _print_version(asyncio.run(work()), as_json)
 
 
 @data_app.command("list")

@@ -461,6 +461,19 @@ class Datasets:
         return self.add_version(name, rows, lineage=lineage, parent=self._latest_number(name), splits=splits,
                                 sensitivity=sensitivity or "confidential", actor=actor)
 
+    def from_chunks(self, name: str, collection: str, chunks: Sequence[Any], *, clearance: str,
+                    splits: SplitSpec | None = None, actor: str = "local") -> VersionInfo:
+        """Rows from a collection's chunks (``KnowledgeBase.chunks``): text, chunk and document ids, source and
+        position; the dataset takes the collection's clearance as its sensitivity."""
+        rows = [{"text": c.text, "chunk_id": c.id, "document_id": c.document_id, "collection": collection,
+                 "source": c.source, "title": c.title, "heading": c.heading, "page": c.page, "position": c.position}
+                for c in sorted(chunks, key=lambda c: (c.source, c.document_id, c.position))]
+        if not rows:
+            raise InvalidRequest(f"collection {collection!r} holds no chunks", param="collection")
+        lineage = {"source": "collection", "collection": collection, "chunks": len(rows)}
+        return self.add_version(name, rows, lineage=lineage, parent=self._latest_number(name), splits=splits,
+                                sensitivity=clearance, actor=actor)
+
     def delete(self, name: str, *, actor: str = "local") -> int:
         """Delete a dataset, every version and its files. Returns how many versions went."""
         info = self.get(name)

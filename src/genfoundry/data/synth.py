@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import sqlalchemy as sa
 
 from genfoundry.apps.answer import Generate
 from genfoundry.core.errors import InvalidRequest
@@ -152,7 +151,7 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
     ``progress`` is called with (rows generated, rows wanted) after each generation.
     """
     config.check()
-    chunks = await asyncio.to_thread(_current_chunks, kb, collection)
+    chunks = await asyncio.to_thread(kb.chunks, collection)
     if not chunks:
         raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first "
                              f"(`genfoundry ingest {collection} PATH`)", param="collection")
@@ -196,18 +195,6 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
         result.dcr = _distribution([d for d, r in zip(distances, reasons) if r is None])
     result.rows = rows
     return result
-
-
-def _current_chunks(kb: KnowledgeBase, collection: str) -> list[Chunk]:
-    """The chunks of the documents' current versions (a killed ingest may have left others)."""
-    kb.collection(collection)  # an unknown name raises the registry's helpful error
-    table = kb.store.tables.documents
-    with kb.store.begin() as conn:
-        current = dict(conn.execute(sa.select(table.c.id, table.c.version).where(
-            table.c.collection == collection, table.c.version.is_not(None))).all())
-    if not current:
-        return []
-    return [c for c in kb.vectors.get(collection) if current.get(c.document_id) == c.version and c.text.strip()]
 
 
 def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:

@@ -29,6 +29,7 @@ from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
 from genfoundry.core.tracing import span
+from genfoundry.core.types import Chunk
 from genfoundry.knowledge.collections import Access, Collection, CollectionRegistry
 from genfoundry.knowledge.ingest import IngestEvent, Ingestor, IngestReport, PiiScreen, repair
 from genfoundry.knowledge.retrieval import Passage, Reranker, RetrievalOptions, Retriever
@@ -163,6 +164,17 @@ class KnowledgeBase:
             rows = conn.execute(sa.select(table).where(table.c.collection == collection, table.c.version.is_not(None))
                                 .order_by(table.c.source)).mappings().all()
         return [self._document(row) for row in rows]
+
+    def chunks(self, collection: str) -> list[Chunk]:
+        """The chunks of the documents' current versions (a killed ingest may have left others behind)."""
+        self.collection(collection)  # an unknown name raises the registry's helpful error
+        table = self.store.tables.documents
+        with self.store.begin() as conn:
+            current = dict(conn.execute(sa.select(table.c.id, table.c.version).where(
+                table.c.collection == collection, table.c.version.is_not(None))).all())
+        if not current:
+            return []
+        return [c for c in self.vectors.get(collection) if current.get(c.document_id) == c.version and c.text.strip()]
 
     def document(self, document_id: str) -> DocumentInfo:
         table = self.store.tables.documents
