@@ -260,3 +260,21 @@ def test_prompt_lf_with_a_model_not_cleared_for_the_dataset_is_refused(spam_task
                                                  "template": "{text}", "answers": {"spam": "spam"}}]}))
     with pytest.raises(PermissionDenied, match="cleared for public data"):
         asyncio.run(labeling.run("ext"))
+
+
+def test_the_end_model_is_chosen_on_dev_gold_unless_the_spec_names_one(spam_task):
+    labeling, _ = spam_task
+    report = asyncio.run(labeling.run("spam"))
+    table = report.metrics["end_model_selection"]
+    assert len(table) == 6 and {t["features"] for t in table} == {"tfidf", "tfidf+chars"}
+    best = max(table, key=lambda t: t["dev_accuracy"])
+    assert report.metrics["end_model"]["features"] in {t["features"] for t in table
+                                                       if t["dev_accuracy"] == best["dev_accuracy"]}
+    spec, _ = labeling.get("spam")
+    spec.end_model = {"features": "chars", "C": 10}
+    labeling.create(spec)
+    fixed = asyncio.run(labeling.run("spam"))
+    assert "end_model_selection" not in fixed.metrics and fixed.metrics["end_model"] == {"features": "chars", "C": 10.0}
+    with pytest.raises(InvalidRequest, match="joined with"):
+        from genfoundry.data.label_model import EndModel
+        EndModel(features="tfidf+bigrams")

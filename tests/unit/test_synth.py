@@ -347,3 +347,39 @@ def test_answer_first_drops_a_question_that_asks_for_another_sentence_of_the_chu
     assert 1 <= len(mismatched) <= 2 and all(topic_of(d) == "hours" for d in mismatched)
     assert all("matches another sentence" in d["reason"] for d in mismatched)
     assert {topic_of(r) for r in result.rows} == {"returns", "shipping", "warranty"}
+
+
+class ResponseGenerate(ScriptedGenerate):
+    """Responds with the first sentence of the chunk the prompt shows (grounded), or ``replies[topic]``."""
+
+    def __init__(self, **replies):
+        super().__init__()
+        self.by_topic = replies
+
+    async def __call__(self, model: str, request: GenerationRequest) -> Generation:
+        self.requests.append((model, request))
+        text = request.prompt or request.messages[0].content
+        topic = next(t for t, doc in DOCS.items() if doc in text)
+        return Generation(text=" " + self.by_topic.get(topic, DOCS[topic].split(". ")[0] + "."))
+
+
+def test_instruction_pairs_carry_templated_instructions_and_grounded_responses(kb, hub):
+    from genfoundry.data.synth import INSTRUCTION_TASKS, synthesize_instructions
+
+    hub.add(fake_spec("fake-base", options={"base_model": True}))
+    generate = ResponseGenerate(warranty="The cafeteria serves lasagne every Thursday for lunch today.",
+                                hours="Yes.")
+    result = run(synthesize_instructions(kb, "handbook", SynthConfig(n=4, model="fake-base"), generate=generate,
+                                         embed=embed))
+    assert result.generated == 4 and {s.name for s in result.steps} == {"parse", "near-duplicate", "groundedness"}
+    assert {topic_of(d): d["filter"] for d in result.dropped} == {"warranty": "groundedness", "hours": "parse"}
+    assert len(result.rows) == 2
+    for row in result.rows:
+        assert row["task"] in INSTRUCTION_TASKS and row["persona"] in row["instruction"]
+        assert row["response"] and row["response"] in row["context"]
+        assert row["messages"][0]["role"] == "user" and row["context"].strip() in row["messages"][0]["content"]
+        assert row["messages"][1] == {"role": "assistant", "content": row["response"]}
+    prompt = generate.requests[0][1].prompt
+    assert prompt.count("Instruction: ") == 2 and prompt.endswith("\nResponse:")
+    with pytest.raises(InvalidRequest, match="tasks are"):
+        run(synthesize_instructions(kb, "handbook", SynthConfig(n=1), generate=generate, embed=embed, tasks=("poem",)))

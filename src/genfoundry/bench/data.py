@@ -4,7 +4,8 @@
   the train rows' votes only: majority vote, Snorkel's ``LabelModel`` (when the ``snorkel`` package is
   installed: ``pip install genfoundry[bench]``), ours on the votes alone, and ours jointly with the rows'
   embeddings. Test accuracy counts a tie as half right (the figure WRENCH and SOURCES.md use).
-- End models (logistic regression on TF-IDF 1-2-grams, C=1000) trained on each label model's
+- End models (logistic regression on TF-IDF word 1-2-grams, with or without character 2-5-grams, C of 10,
+  100 or 1000: the setting chosen on the valid split's gold labels) trained on each label model's
   probabilities over the train rows some LF voted on; test accuracy.
 - Review queue: rounds of 50 simulated reviews (the human is the gold label of a train row, never a
   test row), in the queue's order and in random order; test accuracy of the label and end models after
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, majority_vote
+from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, majority_vote, select_end_model
 from genfoundry.data.labeling import KeywordLF, PromptLF, RegexLF, apply_lfs
 from genfoundry.data.tasks import _accuracy
 
@@ -64,9 +65,12 @@ def _snorkel(L_train: np.ndarray, L_test: np.ndarray, seed: int = 0) -> np.ndarr
     return model.predict_proba(L_train), model.predict_proba(L_test)
 
 
-def _end(texts_train, probs, covered, texts_test, y_test) -> float:
-    model = EndModel(C=1000.0).fit(texts_train, probs, mask=covered)
-    return _accuracy(model.predict_proba(texts_test), y_test)
+def _end(texts_train, probs, covered, texts_dev, y_dev, texts_test, y_test) -> dict:
+    """The end model chosen on the valid split's gold labels (the grid of ``select_end_model``), refitted on
+    the covered train rows; its test accuracy and the setting it chose."""
+    chosen, table = select_end_model(texts_train, probs, mask=covered, dev_texts=texts_dev, dev_gold=y_dev)
+    return {"test_accuracy": _accuracy(chosen.predict_proba(texts_test), y_test),
+            "chosen": {"features": chosen.features, "C": chosen.C}, "dev": table}
 
 
 def run_data_bench(folder: Path, *, embed: Callable[[list[str]], np.ndarray], store=None, generate=None,
@@ -74,6 +78,7 @@ def run_data_bench(folder: Path, *, embed: Callable[[list[str]], np.ndarray], st
                    progress: Callable[[str], None] = lambda m: None) -> dict:
     L_tr, y_tr, t_tr = load_wrench(folder, "train")
     L_te, y_te, t_te = load_wrench(folder, "test")
+    _, y_va, t_va = load_wrench(folder, "valid")  # its gold labels choose the end model's setting, nothing else
     covered = (L_tr != ABSTAIN).any(1)
     progress("embedding the rows")
     started = time.perf_counter()
@@ -106,11 +111,13 @@ def run_data_bench(folder: Path, *, embed: Callable[[list[str]], np.ndarray], st
                                          for j in range(L_tr.shape[1])]
 
     progress("end models")
-    result["end_model_test_accuracy"] = {name: _end(t_tr, probs, covered, t_te, y_te)
-                                         for name, probs in train_probs.items()}
+    ends = {name: _end(t_tr, probs, covered, t_va, y_va, t_te, y_te) for name, probs in train_probs.items()}
+    result["end_model_test_accuracy"] = {name: e["test_accuracy"] for name, e in ends.items()}
+    result["end_model_chosen_on_valid"] = {name: {**e["chosen"], "dev": e["dev"]} for name, e in ends.items()}
+    chosen = ends["ours_with_embeddings"]["chosen"]
 
     progress("review queue simulation")
-    result["review"] = _review_simulation(L_tr, y_tr, t_tr, X_tr, L_te, y_te, t_te, X_te, joint,
+    result["review"] = _review_simulation(L_tr, y_tr, t_tr, X_tr, L_te, y_te, t_te, X_te, joint, end=chosen,
                                           rounds=review_rounds, batch=review_batch, seed=seed)
 
     if store is not None:
@@ -122,22 +129,24 @@ def run_data_bench(folder: Path, *, embed: Callable[[list[str]], np.ndarray], st
     return result
 
 
-def _review_simulation(L_tr, y_tr, t_tr, X_tr, L_te, y_te, t_te, X_te, fitted, *, rounds, batch, seed) -> dict:
+def _review_simulation(L_tr, y_tr, t_tr, X_tr, L_te, y_te, t_te, X_te, fitted, *, end, rounds, batch, seed) -> dict:
+    """Rounds of ``batch`` simulated reviews, in the queue's order (end and label models disagree first, then
+    the label model's least sure rows) and in random order; after each round the label model is refitted with
+    the reviewed rows held at their labels and the end model (setting ``end``) retrained."""
     covered = (L_tr != ABSTAIN).any(1)
     out = {}
     base_probs = fitted.predict_proba(L_tr, X_tr)
-    base_end = EndModel(C=1000.0).fit(t_tr, base_probs, mask=covered)
+    base_end = EndModel(**end).fit(t_tr, base_probs, mask=covered)
     for order in ("queue", "random"):
         rng = np.random.default_rng(seed)
         gold = np.full(len(y_tr), ABSTAIN)
-        probs, end = base_probs, base_end
+        probs, end_model = base_probs, base_end
         curve = [{"reviews": 0, "label_model": _accuracy(fitted.predict_proba(L_te, X_te), y_te),
-                  "end_model": _accuracy(end.predict_proba(t_te), y_te)}]
-        for r in range(1, rounds + 1):
+                  "end_model": _accuracy(end_model.predict_proba(t_te), y_te)}]
+        for _ in range(rounds):
             open_rows = np.flatnonzero(gold < 0)
             if order == "queue":
-                end_p = end.predict_proba(t_tr)
-                disagree = (probs.argmax(1) != end_p.argmax(1)).astype(float)
+                disagree = (probs.argmax(1) != end_model.predict_proba(t_tr).argmax(1)).astype(float)
                 entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
                 score = disagree[open_rows] * 10 + entropy[open_rows]
                 pick = open_rows[np.argsort(-score, kind="stable")[:batch]]
@@ -147,16 +156,15 @@ def _review_simulation(L_tr, y_tr, t_tr, X_tr, L_te, y_te, t_te, X_te, fitted, *
             model = LabelModel(2).fit(L_tr, gold=gold, features=X_tr)
             probs = model.predict_proba(L_tr, X_tr)
             probs[gold >= 0] = np.eye(2)[gold[gold >= 0]]
-            end = EndModel(C=1000.0).fit(t_tr, probs, mask=covered | (gold >= 0))
+            end_model = EndModel(**end).fit(t_tr, probs, mask=covered | (gold >= 0))
             curve.append({"reviews": int((gold >= 0).sum()),
                           "label_model": _accuracy(model.predict_proba(L_te, X_te), y_te),
-                          "end_model": _accuracy(end.predict_proba(t_te), y_te)})
+                          "end_model": _accuracy(end_model.predict_proba(t_te), y_te)})
         out[order] = curve
-    first, last = out["queue"][0], out["queue"][-1]
     out["gain_per_50_reviews"] = {
-        order: {m: round((out[order][-1][m] - out[order][0][m]) / max(1, rounds), 4) for m in ("label_model", "end_model")}
+        order: {m: round((out[order][-1][m] - out[order][0][m]) / max(1, rounds) * 50 / batch, 4)
+                for m in ("label_model", "end_model")}
         for order in ("queue", "random")}
-    del first, last
     return out
 
 

@@ -21,7 +21,7 @@ from genfoundry.data.datasets import Datasets, SplitSpec
 
 __all__ = ["data_app", "delete", "diff", "export", "from_calls", "from_collection", "from_feedback", "head", "import_", "label_app",
            "label_create", "label_list", "label_queue", "label_review", "label_run", "label_show", "list_", "show",
-           "synth_app", "synth_qa"]
+           "synth_app", "synth_instructions", "synth_qa"]
 
 data_app = typer.Typer(help="Datasets: versioned, content-hashed tables of records with lineage.", no_args_is_help=True)
 label_app = typer.Typer(help="Programmatic labeling: labeling functions, a label model, a review queue.",
@@ -371,6 +371,49 @@ def label_review(ctx: typer.Context, task: str = typer.Argument(..., help="Task 
 
 
 # -- synthetic data ---------------------------------------------------------------------------------------
+def _synthesize(context: Context, *, kind: str, collection: str, name: str, count: int, model: str, seed: int,
+                lineage: dict, run, as_json: bool) -> None:
+    """Generate rows down the gateway's path (guard, call log, trace, cost; the collection's clearance is the
+    requests' sensitivity), filter them, save the kept rows as a dataset version, print the counts."""
+    from genfoundry.gateway.app import open_runtime
+    from genfoundry.gateway.generation import CallContext
+    from genfoundry.gateway.knowledge.serving import gateway_generate
+    from genfoundry.guard.engine import hub_embedder
+    from genfoundry.guard.pii import PiiDetector
+
+    async def work():
+        async with open_runtime(context.settings) as rt:
+            kb = rt.knowledge()
+            clearance = kb.collection(collection).clearance
+            call = CallContext(id=f"synth-{uuid.uuid4().hex}", endpoint="synth", key=None, requested_model=model,
+                               stream=False, collections={collection: clearance})
+            with Progress(TextColumn(f"generating {kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True, disable=as_json) as bar:
+                job = bar.add_task("rows", total=count)
+                result = await run(kb, generate=gateway_generate(rt, call, rag_model=False),
+                                   embed=hub_embedder(rt.hub, asyncio.get_running_loop()), pii=PiiDetector(),
+                                   progress=lambda done, total: bar.update(job, completed=done))
+            version = None
+            if result.rows:
+                version = await asyncio.to_thread(lambda: Datasets(context.settings, rt.store).add_version(
+                    name, result.rows, sensitivity=clearance,
+                    lineage={"source": "generation", "kind": kind, "collection": collection, "model": model,
+                             "seed": seed, **lineage, "generated": result.generated,
+                             "filters": [s.to_dict() for s in result.steps]}))
+            return result, version
+
+    result, version = asyncio.run(work())
+    if as_json:
+        print(json.dumps({**result.to_dict(), "output": version.ref if version else None}, default=str))
+        return
+    console.print(f"generated {result.generated}")
+    for step in result.steps:
+        console.print(f"  {step.name}: kept {step.kept}, dropped {step.dropped}")
+    if result.dcr:
+        console.print(f"  distance to the closest seed: {result.dcr}")
+    console.print(f"wrote {version.ref} ({version.rows} rows)" if version else "no row survived the filters")
+
+
 @synth_app.command("qa")
 @handle_errors
 def synth_qa(ctx: typer.Context, collection: str = typer.Option(..., "--collection", "-c", help="Collection to draw from."),
@@ -388,43 +431,32 @@ def synth_qa(ctx: typer.Context, collection: str = typer.Option(..., "--collecti
     retrieval, PII, closeness to the seed examples), saved as a dataset with lineage."""
     from genfoundry.data.datasets import read_records
     from genfoundry.data.synth import SynthConfig, synthesize_qa
-    from genfoundry.gateway.app import open_runtime
-    from genfoundry.gateway.generation import CallContext
-    from genfoundry.gateway.knowledge.serving import gateway_generate
-    from genfoundry.guard.engine import hub_embedder
-    from genfoundry.guard.pii import PiiDetector
 
-    context = get_context(ctx)
     config = SynthConfig(n=count, model=model, seed=seed, mode=mode,
                          seeds=read_records(seeds, required=["question", "answer"]) if seeds else [])
+    config.check()
+    _synthesize(get_context(ctx), kind="qa", collection=collection, name=name, count=count, model=model, seed=seed,
+                lineage={"mode": mode}, as_json=as_json,
+                run=lambda kb, **kw: synthesize_qa(kb, collection, config, **kw))
 
-    async def work():
-        async with open_runtime(context.settings) as rt:
-            kb = rt.knowledge()
-            clearance = kb.collection(collection).clearance
-            call = CallContext(id=f"synth-{uuid.uuid4().hex}", endpoint="synth", key=None, requested_model=model,
-                               stream=False, collections={collection: clearance})
-            with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True, disable=as_json) as bar:
-                job = bar.add_task("rows", total=count)
-                result = await synthesize_qa(kb, collection, config, generate=gateway_generate(rt, call, rag_model=False),
-                                             embed=hub_embedder(rt.hub, asyncio.get_running_loop()), pii=PiiDetector(),
-                                             progress=lambda done, total: bar.update(job, completed=done))
-            version = None
-            if result.rows:
-                version = await asyncio.to_thread(lambda: Datasets(context.settings, rt.store).add_version(
-                    name, result.rows, sensitivity=clearance,
-                    lineage={"source": "generation", "collection": collection, "model": model, "seed": seed, "mode": mode,
-                             "generated": result.generated, "filters": [s.to_dict() for s in result.steps]}))
-            return result, version
 
-    result, version = asyncio.run(work())
-    if as_json:
-        print(json.dumps({**result.to_dict(), "output": version.ref if version else None}, default=str))
-        return
-    console.print(f"generated {result.generated}")
-    for step in result.steps:
-        console.print(f"  {step.name}: kept {step.kept}, dropped {step.dropped}")
-    if result.dcr:
-        console.print(f"  distance to the closest seed: {result.dcr}")
-    console.print(f"wrote {version.ref} ({version.rows} rows)" if version else "no row survived the filters")
+@synth_app.command("instructions")
+@handle_errors
+def synth_instructions(ctx: typer.Context,
+                       collection: str = typer.Option(..., "--collection", "-c", help="Collection to draw from."),
+                       name: str = typer.Option(..., "--name", "-n", help="Dataset to write the kept rows to."),
+                       count: int = typer.Option(20, "--count", min=1, help="Rows to generate (before the filters)."),
+                       model: str = typer.Option("default", help="Hub chat model that writes the responses."),
+                       task: list[str] = typer.Option(None, "--task", help="summarise, key-facts, explain or reply "
+                                                                           "(repeat; default all)."),
+                       seed: int = typer.Option(0, help="Seed: which chunks, tasks and personas each row gets."),
+                       as_json: bool = _JSON):
+    """Instruction/response pairs about a collection's chunks (templated instructions, the model's responses),
+    filtered (duplicates, groundedness, PII), with a chat form for fine-tuning, saved as a dataset."""
+    from genfoundry.data.synth import INSTRUCTION_TASKS, SynthConfig, synthesize_instructions
+
+    tasks = tuple(task or INSTRUCTION_TASKS)
+    config = SynthConfig(n=count, model=model, seed=seed)
+    _synthesize(get_context(ctx), kind="instructions", collection=collection, name=name, count=count, model=model,
+                seed=seed, lineage={"tasks": list(tasks)}, as_json=as_json,
+                run=lambda kb, **kw: synthesize_instructions(kb, collection, config, tasks=tasks, **kw))

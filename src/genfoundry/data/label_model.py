@@ -29,7 +29,8 @@ import numpy as np
 
 from genfoundry.core.errors import InvalidRequest
 
-__all__ = ["ABSTAIN", "EndModel", "LFStats", "LabelModel", "lf_summary", "majority_vote"]
+__all__ = ["ABSTAIN", "END_MODEL_GRID", "EndModel", "FEATURE_KINDS", "LFStats", "LabelModel", "lf_summary",
+           "majority_vote", "select_end_model"]
 
 ABSTAIN = -1
 
@@ -242,18 +243,24 @@ def lf_summary(L: np.ndarray, names: Sequence[str], *, gold: np.ndarray | None =
     return out
 
 
+FEATURE_KINDS = ("tfidf", "chars", "embedding")
+END_MODEL_GRID = [{"features": f, "C": c} for f in ("tfidf", "tfidf+chars") for c in (10.0, 100.0, 1000.0)]
+
+
 class EndModel:
     """A logistic regression on the text, trained on probabilistic labels (each row weighted by its label
-    probabilities). ``features``: "tfidf" (word 1-2-grams), or "tfidf+embedding" with an ``embed``
-    callable giving one normalised vector per text."""
+    probabilities). ``features`` joins with "+": ``tfidf`` (word 1-2-grams), ``chars`` (character 2-5-grams
+    within words: robust to misspellings, URLs and short texts), ``embedding`` (an ``embed`` callable's
+    normalised vectors)."""
 
-    def __init__(self, *, features: str = "tfidf", C: float = 1000.0, embed=None):
-        if features not in ("tfidf", "tfidf+embedding", "embedding"):
-            raise InvalidRequest("features: tfidf, embedding or tfidf+embedding", param="features")
-        if "embedding" in features and embed is None:
+    def __init__(self, *, features: str = "tfidf+chars", C: float = 1000.0, embed=None):
+        kinds = features.split("+")
+        if not kinds or set(kinds) - set(FEATURE_KINDS) or len(set(kinds)) != len(kinds):
+            raise InvalidRequest(f"features: {', '.join(FEATURE_KINDS)} joined with '+'", param="features")
+        if "embedding" in kinds and embed is None:
             raise InvalidRequest("embedding features need an embedding model", param="features")
-        self.features, self.C, self.embed = features, C, embed
-        self.vectorizer = None
+        self.features, self.kinds, self.C, self.embed = features, kinds, C, embed
+        self.vectorizers: dict = {}
         self.clf = None
 
     def _matrix(self, texts: Sequence[str], *, fit: bool = False):
@@ -261,14 +268,16 @@ class EndModel:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         parts = []
-        if "tfidf" in self.features:
+        for kind in self.kinds:
+            if kind == "embedding":
+                parts.append(csr_matrix(np.asarray(self.embed(list(texts)))))
+                continue
             if fit:
-                self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-                parts.append(self.vectorizer.fit_transform(texts))
+                self.vectorizers[kind] = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) if kind == "tfidf" \
+                    else TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
+                parts.append(self.vectorizers[kind].fit_transform(texts))
             else:
-                parts.append(self.vectorizer.transform(texts))
-        if "embedding" in self.features:
-            parts.append(csr_matrix(np.asarray(self.embed(list(texts)))))
+                parts.append(self.vectorizers[kind].transform(texts))
         return hstack(parts).tocsr() if len(parts) > 1 else parts[0]
 
     def fit(self, texts: Sequence[str], probs: np.ndarray, *, mask: np.ndarray | None = None) -> "EndModel":
@@ -300,3 +309,23 @@ class EndModel:
         out = np.zeros((len(texts), self.k))
         out[:, self.clf.classes_] = p
         return out
+
+
+def select_end_model(texts: Sequence[str], probs: np.ndarray, *, mask: np.ndarray | None,
+                     dev_texts: Sequence[str], dev_gold: np.ndarray, grid: Sequence[dict] = END_MODEL_GRID,
+                     embed=None) -> tuple[EndModel, list[dict]]:
+    """Fit an end model per setting of ``grid`` and keep the most accurate on the dev rows' gold labels (the
+    first of equals); also returns each setting's dev accuracy. Needs dev gold: without it, use one setting."""
+    dev_gold = np.asarray(dev_gold)
+    if len(dev_texts) == 0 or not (dev_gold >= 0).any():
+        raise InvalidRequest("choosing an end model needs dev rows with gold labels", param="gold_field")
+    best, best_score, table = None, -1.0, []
+    for setting in grid:
+        model = EndModel(embed=embed, **setting).fit(texts, probs, mask=mask)
+        p = model.predict_proba(dev_texts)
+        known = dev_gold >= 0
+        score = float((p[known].argmax(1) == dev_gold[known]).mean())
+        table.append({**setting, "dev_accuracy": round(score, 4)})
+        if score > best_score:
+            best, best_score = model, score
+    return best, table

@@ -47,7 +47,7 @@ from genfoundry.knowledge.base import KnowledgeBase
 from genfoundry.knowledge.retrieval import RetrievalOptions
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["FilterStep", "SynthConfig", "SynthResult", "synthesize_qa"]
+__all__ = ["FilterStep", "INSTRUCTION_TASKS", "SynthConfig", "SynthResult", "synthesize_instructions", "synthesize_qa"]
 
 Progress = Callable[[int, int], None]
 
@@ -197,6 +197,91 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
     return result
 
 
+# Instruction pairs: the instruction comes from a template (every row's instruction is well formed, whatever
+# the model), the response from the model, grounded in the chunk the instruction is about.
+INSTRUCTION_TASKS = {
+    "summarise": "Summarise this for a {persona} in one or two sentences.",
+    "key-facts": "Give the key facts a {persona} needs from this.",
+    "explain": "Explain this to a {persona} in plain words.",
+    "reply": "Write a short, friendly reply to a {persona} who asked about this.",
+}
+_WORKED_RESPONSE = {
+    "summarise": "The library opens 9:00-18:00 on weekdays and 10:00-14:00 on Saturdays; it is closed on Sundays "
+                 "and public holidays.",
+    "key-facts": "Weekdays 9:00-18:00. Saturdays 10:00-14:00. Closed on Sundays and public holidays.",
+    "explain": "You can come in on any weekday between 9:00 and 18:00, or on Saturday between 10:00 and 14:00. "
+               "On Sundays and public holidays it is closed.",
+    "reply": "Thanks for asking! We are open 9:00-18:00 on weekdays and 10:00-14:00 on Saturdays, and closed on "
+             "Sundays and public holidays.",
+}
+_INSTRUCTION_STOPS = ["\n\n", "\nInstruction:", "\nDocumentation:"]
+
+
+async def synthesize_instructions(kb: KnowledgeBase, collection: str, config: SynthConfig, *, generate: Generate,
+                                  embed: Embed, tasks: tuple[str, ...] = tuple(INSTRUCTION_TASKS),
+                                  pii: Rail | None = None, progress: Progress | None = None) -> SynthResult:
+    """Instruction/response rows about ``collection``'s chunks: a templated instruction (a task of ``tasks``
+    for a persona of ``config.personas``) and the model's response, filtered by guard, parse (at least five
+    words), near-duplicate responses, groundedness of the response in its chunk and, with ``pii``, PII the
+    chunk does not hold. Each row also carries ``messages`` (the chat form, chunk included) for fine-tuning."""
+    config.check()
+    unknown = sorted(set(tasks) - set(INSTRUCTION_TASKS))
+    if not tasks or unknown:
+        raise InvalidRequest(f"tasks are {', '.join(INSTRUCTION_TASKS)}" + (f"; not {', '.join(unknown)}" if unknown
+                                                                             else ""), param="tasks")
+    chunks = await asyncio.to_thread(kb.chunks, collection)
+    if not chunks:
+        raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first",
+                             param="collection")
+    spec = kb.hub.resolve(config.model)
+    from genfoundry.guard.engine import GuardBlocked
+
+    rng = random.Random(config.seed)
+    rows, blocked, unparsed = [], [], []
+    for i, plan in enumerate(_plan(chunks, config)):
+        task = tasks[rng.randrange(len(tasks))]
+        instruction = INSTRUCTION_TASKS[task].format(persona=plan["persona"])
+        chunk = plan["chunk"]
+        text = chunk.text[:_CONTEXT_CHARS].strip()
+        row = {"instruction": instruction, "response": "", "context": chunk.text, "chunk_id": chunk.id,
+               "document_id": chunk.document_id, "collection": collection, "task": task,
+               "persona": plan["persona"], "model": spec.name}
+        common = {"max_tokens": config.max_tokens, "temperature": TEMPERATURE, "seed": plan["seed"]}
+        if spec.options.get("base_model"):
+            worked = (f"Documentation:\n{_WORKED['factual'][0]}\n\nInstruction: "
+                      f"{INSTRUCTION_TASKS[task].format(persona=plan['persona'])}\nResponse: {_WORKED_RESPONSE[task]}\n\n")
+            request = GenerationRequest(prompt=f"{worked}Documentation:\n{text}\n\nInstruction: {instruction}\n"
+                                               f"Response:", stop=list(_INSTRUCTION_STOPS), **common)
+        else:
+            request = GenerationRequest(messages=[Message(role="user", content=f"{instruction}\n\n{text}")], **common)
+        try:
+            generation = await generate(spec.name, request)
+        except GuardBlocked as exc:
+            blocked.append(f"blocked by the guard ({exc.rule})")
+            unparsed.append(None)
+        else:
+            row["response"] = _clean(generation.text)
+            blocked.append(None)
+            unparsed.append(None if len(row["response"].split()) >= 5 else "response shorter than five words")
+        row["messages"] = [{"role": "user", "content": f"{instruction}\n\n{text}"},
+                           {"role": "assistant", "content": row["response"]}]
+        rows.append(row)
+        if progress is not None:
+            progress(i + 1, config.n)
+    result = SynthResult(rows=[], generated=len(rows))
+    if any(blocked):
+        rows, unparsed = result._apply("guard", rows, blocked), [e for e, b in zip(unparsed, blocked) if b is None]
+    rows = result._apply("parse", rows, unparsed)
+    rows = result._apply("near-duplicate", rows, await asyncio.to_thread(
+        _near_duplicates, rows, embed, config.dedup_threshold, "response"))
+    threshold = DEFAULT_THRESHOLD if config.grounded_threshold is None else config.grounded_threshold
+    rows = result._apply("groundedness", rows, await asyncio.to_thread(_ungrounded, rows, embed, threshold, "response"))
+    if pii is not None:
+        rows = result._apply("pii", rows, await asyncio.to_thread(_leaked_pii, rows, pii, ("response",)))
+    result.rows = rows
+    return result
+
+
 def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:
     """Each row's chunk, attributes, examples and generation seed, all from ``config.seed``."""
     rng = random.Random(config.seed)
@@ -327,15 +412,15 @@ def _vectors(embed: Embed, texts: list[str]) -> np.ndarray:
     return np.asarray(embed(texts), dtype=np.float32) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
-def _near_duplicates(rows: list[dict], embed: Embed, threshold: float) -> list[str | None]:
-    vectors = _vectors(embed, [r["question"] for r in rows])
+def _near_duplicates(rows: list[dict], embed: Embed, threshold: float, field: str = "question") -> list[str | None]:
+    vectors = _vectors(embed, [r[field] for r in rows])
     kept: list[int] = []
     reasons: list[str | None] = []
     for i in range(len(rows)):
         similarity = vectors[kept] @ vectors[i] if kept else np.zeros(0)
         if similarity.size and similarity.max() >= threshold:
-            twin = rows[kept[int(similarity.argmax())]]["question"]
-            reasons.append(f"question has cosine {similarity.max():.3f} to kept question {twin!r}")
+            twin = rows[kept[int(similarity.argmax())]][field]
+            reasons.append(f"{field} has cosine {similarity.max():.3f} to kept {field} {twin[:120]!r}")
         else:
             reasons.append(None)
             kept.append(i)
@@ -359,14 +444,14 @@ def _short_unsupported(answer: str, context: str) -> str | None:
     return f"short answer with words not in its source: {', '.join(missing)}" if missing else None
 
 
-def _ungrounded(rows: list[dict], embed: Embed, threshold: float) -> list[str | None]:
+def _ungrounded(rows: list[dict], embed: Embed, threshold: float, field: str = "answer") -> list[str | None]:
     reasons: list[str | None] = []
     for row in rows:
-        short = _short_unsupported(row["answer"], row["context"])
+        short = _short_unsupported(row[field], row["context"])
         if short is not None:
             reasons.append(short)
             continue
-        report = check_groundedness(row["answer"], [row["context"]], embed=embed, threshold=threshold)
+        report = check_groundedness(row[field], [row["context"]], embed=embed, threshold=threshold)
         unsupported = report.unsupported
         reasons.append(f"supported_share {report.supported_share:.2f} at threshold {threshold}; unsupported: "
                        f"{unsupported[0].text!r}" if unsupported else None)
@@ -404,12 +489,12 @@ async def _lost_in_retrieval(kb: KnowledgeBase, collection: str, rows: list[dict
     return reasons
 
 
-def _leaked_pii(rows: list[dict], pii) -> list[str | None]:
-    """PII in the question or answer that the chunk does not hold (the model made it up or moved it)."""
+def _leaked_pii(rows: list[dict], pii, fields: tuple[str, ...] = ("question", "answer")) -> list[str | None]:
+    """PII in the generated fields that the chunk does not hold (the model made it up or moved it)."""
     reasons: list[str | None] = []
     for row in rows:
         context = row["context"].lower()
-        leaked = sorted({f"{part} {f.kind}" for part in ("question", "answer") for f in pii.check(row[part])
+        leaked = sorted({f"{part} {f.kind}" for part in fields for f in pii.check(row[part])
                          if f.start is None or row[part][f.start:f.end].lower() not in context})
         # Entity kinds only: the reason is logged, the values must not be.
         reasons.append(f"PII not in the source chunk: {', '.join(leaked)}" if leaked else None)

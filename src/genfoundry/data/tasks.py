@@ -27,7 +27,7 @@ from genfoundry.core.audit import record
 from genfoundry.core.errors import Conflict, InvalidRequest, NotFound
 from genfoundry.core.store import Store, utcnow
 from genfoundry.data.datasets import Datasets
-from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, lf_summary, majority_vote
+from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, lf_summary, majority_vote, select_end_model
 from genfoundry.data.labeling import LabelingFunction, PromptLF, apply_lfs, clipped, lf_from_spec
 
 __all__ = ["Labeling", "RunReport", "TaskSpec"]
@@ -43,7 +43,7 @@ class TaskSpec:
     version: int | None = None  # None: the dataset's latest version when the task is made
     gold_field: str | None = None  # a column with known labels; used on dev rows, scored on test rows
     label_model: dict = field(default_factory=lambda: {"features": "embedding"})
-    end_model: dict = field(default_factory=lambda: {"features": "tfidf", "C": 1000.0})
+    end_model: dict = field(default_factory=dict)  # {features, C}; empty: chosen on the dev gold rows
 
     @classmethod
     def from_dict(cls, data: dict) -> "TaskSpec":
@@ -191,11 +191,9 @@ class Labeling:
         await asyncio.to_thread(lambda: lm.fit(L, gold=gold, features=features))
         probs = lm.predict_proba(L, features)
         probs[gold >= 0] = np.eye(k)[gold[gold >= 0]]
-        end_features = spec.end_model.get("features", "tfidf")
-        end = EndModel(features=end_features, C=float(spec.end_model.get("C", 1000.0)),
-                       embed=self.embed if "embedding" in end_features else None)
         train = (covered | (gold >= 0)) & np.array([r["split"] != "test" for r in rows])
-        await asyncio.to_thread(lambda: end.fit(texts, probs, mask=train))
+        dev = np.array([r["split"] == "dev" for r in rows]) & (gold >= 0)
+        end, end_table = await asyncio.to_thread(self._end_model, spec, texts, probs, train, dev, gold)
         end_probs = await asyncio.to_thread(end.predict_proba, texts)
         out_rows = []
         for i, row in enumerate(rows):
@@ -225,6 +223,9 @@ class Labeling:
             if s.name in votes.messages:
                 item["error"] = votes.messages[s.name]
             lf_rows.append(item)
+        if end_table:
+            metrics["end_model_selection"] = end_table
+        metrics["end_model"] = {"features": end.features, "C": end.C}
         report = RunReport(task=name, rows=len(rows), lfs=lf_rows, coverage=float(covered.mean()),
                            votes_computed=votes.computed, metrics=metrics, output=out.ref, reviewed=len(reviews))
         t = self.store.tables.label_tasks
@@ -232,6 +233,21 @@ class Labeling:
             conn.execute(t.update().where(t.c.name == name).values(result=report.to_dict()))
         record(self.store, action="label.run", actor=actor, target=name, details={"output": out.ref, **metrics})
         return report
+
+    def _end_model(self, spec: TaskSpec, texts, probs, train, dev, gold) -> tuple[EndModel, list[dict]]:
+        """The end model the spec names, or, when it names none and dev rows have gold labels (data or
+        reviews), the best of a small grid on those rows (tfidf+chars, C=1000 without them)."""
+        embed = self.embed
+        if spec.end_model.get("features") or not dev.sum() >= 10:
+            features = spec.end_model.get("features", "tfidf+chars")
+            model = EndModel(features=features, C=float(spec.end_model.get("C", 1000.0)),
+                             embed=embed if "embedding" in features else None)
+            return model.fit(texts, probs, mask=train), []
+        # Dev rows the end model learns from would flatter it: choose on models fitted without them, then
+        # fit the chosen setting on every training row.
+        chosen, table = select_end_model(texts, probs, mask=train & ~dev, dev_texts=[t for t, d in zip(texts, dev) if d],
+                                         dev_gold=gold[dev])
+        return EndModel(features=chosen.features, C=chosen.C).fit(texts, probs, mask=train), table
 
     # -- reviews ------------------------------------------------------------------------------------------
     def reviews(self, name: str) -> dict[str, dict]:
