@@ -278,3 +278,17 @@ def test_the_end_model_is_chosen_on_dev_gold_unless_the_spec_names_one(spam_task
     with pytest.raises(InvalidRequest, match="joined with"):
         from genfoundry.data.label_model import EndModel
         EndModel(features="tfidf+bigrams")
+
+
+def test_lf_summary_warns_about_an_lf_no_better_than_guessing():
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 2, 200)
+    coin = rng.integers(0, 2, 200)  # votes on every row, right half the time
+    good = np.where(rng.random(200) < 0.9, gold, 1 - gold)
+    few = np.full(200, -1)
+    few[:5] = 1 - gold[:5]  # always wrong, but on 5 rows only: too few to judge
+    stats = {s.name: s for s in lf_summary(np.stack([coin, good, few], 1), ["coin", "good", "few"], gold=gold,
+                                           cardinality=2)}
+    assert stats["coin"].warning and "no better than guessing on 200 gold rows" in stats["coin"].warning
+    assert stats["good"].warning is None and stats["good"].p_value < 1e-6
+    assert stats["few"].warning is None and stats["few"].accuracy == 0.0

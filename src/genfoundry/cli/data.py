@@ -310,6 +310,11 @@ def _print_report(report: dict) -> None:
                       f"{lf['overlaps']:.3f}", f"{lf['conflicts']:.3f}", "" if acc is None else f"{acc:.3f}",
                       f"{lf['learned_accuracy']:.3f}", str(lf.get("errors", 0)))
     console.print(table)
+    for lf in report["lfs"]:
+        if lf.get("warning"):
+            console.print(f"[yellow]{escape(lf['name'])}: {escape(lf['warning'])}[/]")
+        if lf.get("error"):
+            console.print(f"[red]{escape(lf['name'])}: {lf['errors']} rows failed, e.g. {escape(lf['error'])}[/]")
     console.print(f"{report['rows']} rows, coverage {report['coverage']:.3f}, {report['votes_computed']} votes "
                   f"computed (the rest cached), {report['reviewed']} reviewed; wrote {report['output']}")
     for split in ("dev", "test"):

@@ -29,7 +29,7 @@ import numpy as np
 
 from genfoundry.core.errors import InvalidRequest
 
-__all__ = ["ABSTAIN", "END_MODEL_GRID", "EndModel", "FEATURE_KINDS", "LFStats", "LabelModel", "lf_summary",
+__all__ = ["ABSTAIN", "END_MODEL_GRID", "EndModel", "FEATURE_KINDS", "LFStats", "LabelModel", "MIN_JUDGED", "lf_summary",
            "majority_vote", "select_end_model"]
 
 ABSTAIN = -1
@@ -210,13 +210,20 @@ class LFStats:
     incorrect: int | None = None
     accuracy: float | None = None
     errors: int = 0
+    # With gold labels: the one-sided binomial p-value of its accuracy against guessing (1 / labels), and a
+    # warning when it has at least MIN_JUDGED gold votes and is not significantly better than guessing.
+    p_value: float | None = None
+    warning: str | None = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in self.__dict__.items()}
+
+
+MIN_JUDGED = 20  # gold votes an LF needs before the analysis judges it no better than guessing
 
 
 def lf_summary(L: np.ndarray, names: Sequence[str], *, gold: np.ndarray | None = None,
-               errors: np.ndarray | None = None) -> list[LFStats]:
+               errors: np.ndarray | None = None, cardinality: int | None = None) -> list[LFStats]:
     """Per labeling function: the labels it votes (polarity), the share of rows it votes on (coverage),
     on which another LF votes too (overlaps) and another LF votes differently (conflicts); with ``gold``
     (-1 where unknown), its right and wrong votes on the gold rows and its empirical accuracy."""
@@ -239,6 +246,14 @@ def lf_summary(L: np.ndarray, names: Sequence[str], *, gold: np.ndarray | None =
             stats.correct = int((col[mask] == g[mask]).sum())
             stats.incorrect = int(mask.sum() - stats.correct)
             stats.accuracy = stats.correct / mask.sum() if mask.sum() else None
+            if mask.sum():
+                from scipy.stats import binomtest
+
+                k = cardinality or max(2, int(max(L.max(), g.max())) + 1)
+                stats.p_value = float(binomtest(stats.correct, int(mask.sum()), 1.0 / k, alternative="greater").pvalue)
+                if mask.sum() >= MIN_JUDGED and stats.p_value >= 0.05:
+                    stats.warning = (f"no better than guessing on {int(mask.sum())} gold rows (accuracy "
+                                     f"{stats.accuracy:.2f}, p={stats.p_value:.2f}): fix it or drop it")
         out.append(stats)
     return out
 

@@ -214,7 +214,8 @@ class Labeling:
             f"{name}-labels", out_rows, sensitivity=self.datasets.get(spec.dataset).sensitivity,
             lineage={"source": "labeling", "task": name, "dataset": version.ref,
                      "lfs": {lf.name: lf.version for lf in lfs}}, actor=actor))
-        stats = lf_summary(L, votes.names, gold=np.where(test_gold >= 0, ABSTAIN, gold), errors=votes.errors)
+        stats = lf_summary(L, votes.names, gold=np.where(test_gold >= 0, ABSTAIN, gold), errors=votes.errors,
+                           cardinality=k)
         learned = lm.lf_accuracies
         lf_rows = []
         for j, s in enumerate(stats):
