@@ -106,12 +106,16 @@ class Lifecycle:
                     yield Piece(text, finish, chunk.usage, chunk.tool_calls, dict(self.extra))
                     return
                 yield Piece(text, tool_calls=chunk.tool_calls)
+                if self.run.screen is not None:
+                    self.run.screen.write_record()  # the first token is out: now the audit write
         finally:
             await chunks.aclose()
             await self._finish()
 
     async def whole(self) -> Generation:
         """The whole answer, through the output rails and the hooks."""
+        if self.run.screen is not None:
+            self.run.screen.write_record()  # a whole answer: no first token to wait for
         try:
             result = await self.run.collect()
             if self.out is not None and result.text:

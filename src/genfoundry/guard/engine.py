@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from genfoundry.core import audit
@@ -130,6 +132,15 @@ class Screen:
     pii_redacted: bool = False
     recorded: asyncio.Task | None = None
     recorded_decisions: int = 0  # how many of ``decisions`` the request's audit entry holds
+    pending_record: Callable[[], None] | None = None  # the audit write, not started yet (see write_record)
+
+    def write_record(self) -> None:
+        """Start the request's audit write in a worker thread, once: the gateway calls this when the model
+        has sent its first token, so the write does not compete with the model's start for the CPU;
+        ``Guard.finish`` starts it in any case and waits for it."""
+        if self.pending_record is not None and self.recorded is None:
+            self.recorded = asyncio.ensure_future(asyncio.to_thread(self.pending_record))
+            self.pending_record = None
     tools: list[dict] | None = None  # the request's tool definitions, as the model may see them
 
     def admits(self, spec) -> bool:
@@ -216,9 +227,9 @@ class Guard:
             if record:
                 await asyncio.to_thread(self._record, screen, outcome="blocked")
             raise
-        if record:  # the audit write runs beside the model's start; finish() waits for it
+        if record:  # written once the model answers (write_record), or by finish() at the latest
             screen.recorded_decisions = len(screen.decisions)
-            screen.recorded = asyncio.ensure_future(asyncio.to_thread(self._record, screen, outcome="sent"))
+            screen.pending_record = functools.partial(self._record, screen, outcome="sent")
         return screen
 
     async def screen_embedding(self, *, call_id: str, key: Caller | None, model: str, texts: list[str],
@@ -416,6 +427,7 @@ class Guard:
             await self._finish(screen, out, extra)
 
     async def _finish(self, screen: Screen, out: OutputScreen | None, extra: list[Decision] | None) -> None:
+        screen.write_record()
         if screen.recorded is not None:
             await screen.recorded
         # Decisions made after the request's entry was written (the context rail) go in this one.
