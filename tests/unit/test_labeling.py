@@ -292,3 +292,21 @@ def test_lf_summary_warns_about_an_lf_no_better_than_guessing():
     assert stats["coin"].warning and "no better than guessing on 200 gold rows" in stats["coin"].warning
     assert stats["good"].warning is None and stats["good"].p_value < 1e-6
     assert stats["few"].warning is None and stats["few"].accuracy == 0.0
+
+
+def test_the_queue_puts_disagreements_first_then_the_least_sure(spam_task):
+    labeling, _ = spam_task
+    asyncio.run(labeling.run("spam"))
+    queue = labeling.queue("spam", limit=1000)
+    assert len(queue) == 240  # the 300 rows less the 60 test rows
+
+    def entropy(row):
+        p = np.array(list(row["label_probs"].values()))
+        return float(-(p * np.log(np.clip(p, 1e-12, 1))).sum())
+
+    flags = [q["disagree"] for q in queue]
+    assert flags == sorted(flags, reverse=True)
+    for flag in (True, False):
+        group = [entropy(q) for q in queue if q["disagree"] is flag]
+        assert all(a >= b - 1e-9 for a, b in zip(group, group[1:]))
+    assert [v["lf"] for v in queue[0]["votes"]] == ["subscribe", "link", "music"]

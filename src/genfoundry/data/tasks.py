@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 
 from genfoundry.core.audit import record
@@ -260,28 +261,36 @@ class Labeling:
         return {r["row_id"]: dict(r) for r in rows}
 
     def queue(self, name: str, *, limit: int = 20) -> list[dict]:
-        """Rows to review next (train and dev only; test rows stay for evaluation)."""
+        """Rows to review next (train and dev only; test rows stay for evaluation), scored on whole columns:
+        only the rows returned become Python objects, so a queue over 100,000 rows stays quick."""
+        import pyarrow.compute as pc
+
         spec, result = self.get(name)
         if not result:
             raise InvalidRequest(f"run the task first: `genfoundry label run {name}`", param="task")
         ds, _, number = result["output"].rpartition("@")
-        rows = self.datasets.rows(ds, int(number))
-        reviewed = self.reviews(name)
-        scored = []
-        for row in rows:
-            if row["split"] == "test" or row["source_id"] in reviewed:
-                continue
-            p = np.asarray(row["label_probs"])
-            e = np.asarray(row["end_probs"])
-            disagree = int(p.argmax() != e.argmax())
-            entropy = float(-(p * np.log(np.clip(p, 1e-12, 1))).sum())
-            scored.append((-disagree, -entropy, row["source_id"], row))
-        scored.sort(key=lambda s: s[:3])
-        return [{"row_id": r["source_id"], "text": r[spec.text_field], "split": r["split"], "votes":
-                 [{"lf": lf.get("name"), "label": v} for lf, v in zip(spec.lfs, r["votes"])],
-                 "label": r["label"], "label_probs": dict(zip(spec.labels, r["label_probs"])),
-                 "end_probs": dict(zip(spec.labels, r["end_probs"])), "disagree": bool(-d)}
-                for d, _, _, r in scored[:limit]]
+        table = self.datasets.table(ds, int(number))
+        reviewed = list(self.reviews(name))
+        open_rows = pc.and_(pc.not_equal(table["split"], "test"),
+                            pc.invert(pc.is_in(table["source_id"], value_set=pa.array(reviewed, pa.string()))))
+        table = table.filter(open_rows)
+        if table.num_rows == 0:
+            return []
+        k = len(spec.labels)
+        probs = pc.list_flatten(table["label_probs"]).to_numpy(zero_copy_only=False).reshape(-1, k)
+        ends = pc.list_flatten(table["end_probs"]).to_numpy(zero_copy_only=False).reshape(-1, k)
+        disagree = probs.argmax(1) != ends.argmax(1)
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
+        ids = table["source_id"].to_numpy(zero_copy_only=False)
+        order = np.lexsort((ids, -entropy, ~disagree))[:limit]  # disagreements, then the least sure; ties by id
+        names = [lf["name"] for lf in result.get("lfs", [])] or [lf.get("name") for lf in spec.lfs]
+        out = []
+        for i, r in zip(order, table.take(pa.array(order)).to_pylist()):
+            out.append({"row_id": r["source_id"], "text": r[spec.text_field], "split": r["split"],
+                        "votes": [{"lf": lf, "label": v} for lf, v in zip(names, r["votes"])], "label": r["label"],
+                        "label_probs": dict(zip(spec.labels, r["label_probs"])),
+                        "end_probs": dict(zip(spec.labels, r["end_probs"])), "disagree": bool(disagree[i])})
+        return out
 
     def review(self, name: str, row_id: str, label: str, *, reviewer: str, expected: str | None = None) -> dict:
         """Record ``reviewer``'s label for a row. ``expected`` is the id of the review the reviewer saw on the
