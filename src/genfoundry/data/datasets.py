@@ -413,18 +413,10 @@ class Datasets:
                    splits: SplitSpec | None = None, sensitivity: str | None = None, actor: str = "local") -> VersionInfo:
         """Rows from the call log: the prompt (chat messages or text) and the answer of each successful call
         whose content was logged (``log_content``)."""
-        c = self.store.tables.calls
-        query = sa.select(c).where(c.c.status == "ok", c.c.request.is_not(None), c.c.response.is_not(None))
-        if model:
-            query = query.where(sa.or_(c.c.model == model, c.c.resolved_model == model))
-        if endpoint:
-            query = query.where(c.c.endpoint == endpoint)
-        if since:
-            query = query.where(c.c.created_at >= since)
-        if until:
-            query = query.where(c.c.created_at < until)
-        with self.store.begin() as conn:
-            calls = conn.execute(query.order_by(c.c.created_at).limit(limit)).mappings().all()
+        from genfoundry.observe.calls import list_calls
+
+        calls = list_calls(self.store, model=model, endpoint=endpoint, status="ok", since=since, until=until,
+                           limit=limit, with_content=True, oldest_first=True)
         rows = [r for r in (_call_row(call) for call in calls) if r is not None]
         if not rows:
             raise InvalidRequest("no logged call matches (calls keep their content only with log_content on)",

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -151,33 +152,12 @@ async def synthesize_qa(kb: KnowledgeBase, collection: str, config: SynthConfig,
     ``progress`` is called with (rows generated, rows wanted) after each generation.
     """
     config.check()
-    chunks = await asyncio.to_thread(kb.chunks, collection)
-    if not chunks:
-        raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first "
-                             f"(`genfoundry ingest {collection} PATH`)", param="collection")
+    chunks = await _chunks(kb, collection)
     spec = kb.hub.resolve(config.model)
-    from genfoundry.guard.engine import GuardBlocked
-
-    rows, blocked, unparsed = [], [], []
-    for i, plan in enumerate(_plan(chunks, config)):
-        try:
-            generation = await generate(spec.name, _request(plan, spec, config))
-        except GuardBlocked as exc:  # one row's prompt or output the guard stopped: that row is dropped
-            row, _ = _row(plan, "", spec=spec, collection=collection, config=config)
-            rows.append(row)
-            blocked.append(f"blocked by the guard ({exc.rule})")
-            unparsed.append(None)
-        else:
-            row, error = _row(plan, generation.text, spec=spec, collection=collection, config=config)
-            rows.append(row)
-            blocked.append(None)
-            unparsed.append(error)
-        if progress is not None:
-            progress(i + 1, config.n)
-    result = SynthResult(rows=[], generated=len(rows))
-    if any(blocked):
-        rows, unparsed = result._apply("guard", rows, blocked), [e for e, b in zip(unparsed, blocked) if b is None]
-    rows = result._apply("parse", rows, unparsed)
+    jobs = [(_request(plan, spec, config),
+             functools.partial(_row, plan, spec=spec, collection=collection, config=config))
+            for plan in _plan(chunks, config)]
+    result, rows = await _generated(jobs, generate=generate, model=spec.name, progress=progress)
     rows = result._apply("near-duplicate", rows, await asyncio.to_thread(
         _near_duplicates, rows, embed, config.dedup_threshold))
     threshold = DEFAULT_THRESHOLD if config.grounded_threshold is None else config.grounded_threshold
@@ -229,49 +209,28 @@ async def synthesize_instructions(kb: KnowledgeBase, collection: str, config: Sy
     if not tasks or unknown:
         raise InvalidRequest(f"tasks are {', '.join(INSTRUCTION_TASKS)}" + (f"; not {', '.join(unknown)}" if unknown
                                                                              else ""), param="tasks")
-    chunks = await asyncio.to_thread(kb.chunks, collection)
-    if not chunks:
-        raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first",
-                             param="collection")
+    chunks = await _chunks(kb, collection)
     spec = kb.hub.resolve(config.model)
-    from genfoundry.guard.engine import GuardBlocked
-
     rng = random.Random(config.seed)
-    rows, blocked, unparsed = [], [], []
-    for i, plan in enumerate(_plan(chunks, config)):
+    jobs = []
+    for plan in _plan(chunks, config):
         task = tasks[rng.randrange(len(tasks))]
         instruction = INSTRUCTION_TASKS[task].format(persona=plan["persona"])
         chunk = plan["chunk"]
         text = chunk.text[:_CONTEXT_CHARS].strip()
-        row = {"instruction": instruction, "response": "", "context": chunk.text, "chunk_id": chunk.id,
-               "document_id": chunk.document_id, "collection": collection, "task": task,
-               "persona": plan["persona"], "model": spec.name}
         common = {"max_tokens": config.max_tokens, "temperature": TEMPERATURE, "seed": plan["seed"]}
         if spec.options.get("base_model"):
-            worked = (f"Documentation:\n{_WORKED['factual'][0]}\n\nInstruction: "
-                      f"{INSTRUCTION_TASKS[task].format(persona=plan['persona'])}\nResponse: {_WORKED_RESPONSE[task]}\n\n")
+            worked = (f"Documentation:\n{_WORKED['factual'][0]}\n\nInstruction: {instruction}\n"
+                      f"Response: {_WORKED_RESPONSE[task]}\n\n")
             request = GenerationRequest(prompt=f"{worked}Documentation:\n{text}\n\nInstruction: {instruction}\n"
                                                f"Response:", stop=list(_INSTRUCTION_STOPS), **common)
         else:
             request = GenerationRequest(messages=[Message(role="user", content=f"{instruction}\n\n{text}")], **common)
-        try:
-            generation = await generate(spec.name, request)
-        except GuardBlocked as exc:
-            blocked.append(f"blocked by the guard ({exc.rule})")
-            unparsed.append(None)
-        else:
-            row["response"] = _clean(generation.text)
-            blocked.append(None)
-            unparsed.append(None if len(row["response"].split()) >= 5 else "response shorter than five words")
-        row["messages"] = [{"role": "user", "content": f"{instruction}\n\n{text}"},
-                           {"role": "assistant", "content": row["response"]}]
-        rows.append(row)
-        if progress is not None:
-            progress(i + 1, config.n)
-    result = SynthResult(rows=[], generated=len(rows))
-    if any(blocked):
-        rows, unparsed = result._apply("guard", rows, blocked), [e for e, b in zip(unparsed, blocked) if b is None]
-    rows = result._apply("parse", rows, unparsed)
+        row = {"instruction": instruction, "context": chunk.text, "chunk_id": chunk.id,
+               "document_id": chunk.document_id, "collection": collection, "task": task,
+               "persona": plan["persona"], "model": spec.name}
+        jobs.append((request, functools.partial(_response_row, row, f"{instruction}\n\n{text}")))
+    result, rows = await _generated(jobs, generate=generate, model=spec.name, progress=progress)
     rows = result._apply("near-duplicate", rows, await asyncio.to_thread(
         _near_duplicates, rows, embed, config.dedup_threshold, "response"))
     threshold = DEFAULT_THRESHOLD if config.grounded_threshold is None else config.grounded_threshold
@@ -280,6 +239,49 @@ async def synthesize_instructions(kb: KnowledgeBase, collection: str, config: Sy
         rows = result._apply("pii", rows, await asyncio.to_thread(_leaked_pii, rows, pii, ("response",)))
     result.rows = rows
     return result
+
+
+async def _chunks(kb: KnowledgeBase, collection: str) -> list[Chunk]:
+    chunks = await asyncio.to_thread(kb.chunks, collection)
+    if not chunks:
+        raise InvalidRequest(f"collection {collection!r} holds no chunks yet; ingest documents into it first "
+                             f"(`genfoundry ingest {collection} PATH`)", param="collection")
+    return chunks
+
+
+async def _generated(jobs: list[tuple[GenerationRequest, Callable[[str], tuple[dict, str | None]]]], *,
+                     generate: Generate, model: str, progress: Progress | None) -> tuple[SynthResult, list[dict]]:
+    """Run each job's request and make its row from the text (``parse`` returns the row and why it does not
+    parse, or None); a generation the guard blocks is dropped by "guard" (listed only when one was), an
+    unparseable one by "parse". Returns the result so far and the rows both kept."""
+    from genfoundry.guard.engine import GuardBlocked
+
+    rows, blocked, unparsed = [], [], []
+    for i, (request, parse) in enumerate(jobs):
+        try:
+            generation = await generate(model, request)
+        except GuardBlocked as exc:  # one row's prompt or output the guard stopped: that row is dropped
+            row, _ = parse("")
+            blocked.append(f"blocked by the guard ({exc.rule})")
+            unparsed.append(None)
+        else:
+            row, error = parse(generation.text)
+            blocked.append(None)
+            unparsed.append(error)
+        rows.append(row)
+        if progress is not None:
+            progress(i + 1, len(jobs))
+    result = SynthResult(rows=[], generated=len(rows))
+    if any(blocked):
+        rows, unparsed = result._apply("guard", rows, blocked), [e for e, b in zip(unparsed, blocked) if b is None]
+    return result, result._apply("parse", rows, unparsed)
+
+
+def _response_row(row: dict, prompt: str, text: str) -> tuple[dict, str | None]:
+    response = _clean(text)
+    row = {**row, "response": response, "messages": [{"role": "user", "content": prompt},
+                                                     {"role": "assistant", "content": response}]}
+    return row, None if len(response.split()) >= 5 else "response shorter than five words"
 
 
 def _plan(chunks: list[Chunk], config: SynthConfig) -> list[dict]:

@@ -123,15 +123,23 @@ class CallRecorder:
 
 def list_calls(store: Store, *, model: str | None = None, key_id: str | None = None,
                status: str | None = None, since: dt.datetime | None = None,
-               until: dt.datetime | None = None, limit: int = 50) -> list[dict[str, Any]]:
+               until: dt.datetime | None = None, limit: int = 50, endpoint: str | None = None,
+               with_content: bool = False, oldest_first: bool = False) -> list[dict[str, Any]]:
+    """Logged calls, newest first (``oldest_first`` for the other order); ``with_content``: only calls whose
+    request and response were kept (``log_content``)."""
     calls = store.tables.calls
-    query = sa.select(calls).order_by(calls.c.created_at.desc()).limit(limit)
+    order = calls.c.created_at if oldest_first else calls.c.created_at.desc()
+    query = sa.select(calls).order_by(order).limit(limit)
     if model:
         query = query.where(sa.or_(calls.c.model == model, calls.c.resolved_model == model))
     if key_id:
         query = query.where(calls.c.key_id == key_id)
     if status:
         query = query.where(calls.c.status == status)
+    if endpoint:
+        query = query.where(calls.c.endpoint == endpoint)
+    if with_content:
+        query = query.where(calls.c.request.is_not(None), calls.c.response.is_not(None))
     if since:
         query = query.where(calls.c.created_at >= since)
     if until:
