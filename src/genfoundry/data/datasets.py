@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from genfoundry.core.audit import keyed_fingerprint, record
 from genfoundry.core.errors import InvalidRequest, NotFound
 from genfoundry.core.settings import Settings
-from genfoundry.core.store import Store, utcnow
+from genfoundry.core.store import Store
 from genfoundry.models.spec import CLEARANCES
 
 __all__ = ["DEFAULT_SPLITS", "DatasetInfo", "Datasets", "DiffReport", "SPLITS", "SplitSpec", "VersionInfo",

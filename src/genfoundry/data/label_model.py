@@ -72,7 +72,7 @@ class LabelModel:
     """
 
     def __init__(self, cardinality: int = 2, *, class_balance: str | Sequence[float] | None = "uniform",
-                 smoothing: float = 1.0, max_iter: int = 300, tol: float = 1e-7, C: float = 1.0, seed: int = 0):
+                 smoothing: float = 1.0, max_iter: int = 300, tol: float = 1e-7, C: float = 1.0):
         if cardinality < 2:
             raise InvalidRequest("a label space needs at least two labels", param="labels")
         self.k = cardinality
@@ -81,7 +81,6 @@ class LabelModel:
         self.max_iter = max_iter
         self.tol = tol
         self.C = C
-        self.seed = seed
         self.prior: np.ndarray | None = None
         self.conditionals: np.ndarray | None = None  # (m, k, k + 1): P(vote v | y), v = k for abstain
         self.classifier = None
@@ -120,7 +119,7 @@ class LabelModel:
         return self
 
     def _m_step(self, L: np.ndarray, post: np.ndarray, weights: np.ndarray) -> None:
-        n, m = L.shape
+        m = L.shape[1]
         wpost = post * weights[:, None]
         if isinstance(self.class_balance, str) and self.class_balance == "uniform":
             self.prior = np.full(self.k, 1.0 / self.k)

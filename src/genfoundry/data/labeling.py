@@ -318,7 +318,6 @@ async def apply_lfs(store: Store, lfs: Sequence[LabelingFunction], rows: Sequenc
     L = np.full((n, m), ABSTAIN, dtype=np.int64)
     E = np.zeros((n, m), dtype=bool)
     messages: dict[str, str] = {}
-    table = store.tables.lf_votes
     done, total, computed = 0, n * m, 0
     for j, lf in enumerate(lfs):
         key = _digest(lf.version, list(labels))
