@@ -300,11 +300,12 @@ class Datasets:
         raise NotFound(f"dataset {name!r} has no version {number} (it has {', '.join(str(v.number) for v in info.versions)})",
                        param="version")
 
-    def table(self, name: str, number: int | None = None) -> pa.Table:
+    def table(self, name: str, number: int | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+        """A version's rows as an Arrow table (``columns``: only these are read from the file)."""
         v = self.version(name, number)
         path = self._path(name, v.number)
         try:
-            return pq.read_table(path)
+            return pq.read_table(path, columns=list(columns) if columns is not None else None)
         except (OSError, pa.ArrowException) as exc:
             raise InvalidRequest(f"the rows of {v.ref} cannot be read ({type(exc).__name__}: {exc}); "
                                  f"`genfoundry data show {name}` checks its hash", param="dataset") from exc

@@ -317,7 +317,7 @@ class Labeling:
     def _has_row(self, spec: TaskSpec, row_id: str) -> bool:
         import pyarrow.compute as pc
 
-        table = self.datasets.table(spec.dataset, spec.version).select(["_id"])
+        table = self.datasets.table(spec.dataset, spec.version, columns=["_id"])
         return bool(pc.any(pc.equal(table["_id"], row_id)).as_py())
 
     def undo(self, name: str, review_id: str, *, reviewer: str) -> None:
