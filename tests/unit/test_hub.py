@@ -151,11 +151,48 @@ def test_load_embedding(hub):
     assert isinstance(model, FakeEmbeddingModel) and isinstance(model, EmbeddingModel)
 
 
-def test_replacing_an_entry_drops_the_loaded_instance(hub):
-    first = asyncio.run(hub.load("fake-chat"))
-    hub.add(spec("fake-chat", aliases=["default"], options={"replies": ["new"]}), replace=True)
-    assert "fake-chat" not in hub.loaded()
-    assert asyncio.run(hub.load("fake-chat")) is not first
+def test_a_changed_entry_is_served_by_a_new_instance_started_beside_the_old(hub):
+    async def scenario():
+        first = await hub.load("fake-chat")
+        hub.add(spec("fake-chat", aliases=["default"], options={"replies": ["new"], "warm_up_delay": 0.2}),
+                replace=True)
+        during = await hub.load("fake-chat")  # the new one is warming up: the old one answers meanwhile
+        with hub.lease(during):
+            await asyncio.sleep(0.3)  # swapped by now, but this request still holds the old instance
+            assert hub.loaded()["fake-chat"] is not first
+            assert not first.closed
+            reply = await during.generate(GenerationRequest(prompt="still here"))
+        await hub.settle()
+        return first, during, reply, await hub.load("fake-chat")
+
+    first, during, reply, after = asyncio.run(scenario())
+    assert during is first and reply.text == "echo: still here"
+    assert after is not first and after.spec.options["replies"] == ["new"]
+    assert first.closed  # retired once its last request finished
+    assert hub.swap_log[-1]["ok"] is True
+
+
+def test_a_changed_entry_that_fails_to_start_leaves_the_old_instance_serving(hub):
+    async def scenario():
+        first = await hub.load("fake-chat")
+        hub.add(spec("fake-chat", aliases=["default"], options={"fail_warm_up": True}), replace=True)
+        await hub.load("fake-chat")
+        await hub.settle()
+        return first, await hub.load("fake-chat")
+
+    first, after = asyncio.run(scenario())
+    assert after is first and not first.closed
+    assert hub.swap_log[-1]["ok"] is False and "failed to start" in hub.swap_log[-1]["error"]
+
+
+def test_measured_speeds_do_not_restart_a_loaded_model(hub):
+    async def scenario():
+        first = await hub.load("fake-chat")
+        hub.record_measured("fake-chat", prefill_tps=100.0, decode_tps=10.0)
+        return first, await hub.load("fake-chat")
+
+    first, again = asyncio.run(scenario())
+    assert again is first and hub.swap_log == []
 
 
 def test_load_chat_refuses_embedding_model(hub):

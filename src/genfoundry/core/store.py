@@ -306,6 +306,52 @@ label_reviews = sa.Table(
 )
 sa.Index("ix_label_reviews_task_row", label_reviews.c.task, label_reviews.c.row_id)
 
+# The tune layer (m008): fine-tuning jobs (an experiment each: its config, hashes, metrics, cost), their
+# events (one per logged step, checkpoint or state change) and promotions of their adapters in the hub.
+tune_jobs = sa.Table(
+    "tune_jobs", metadata,
+    sa.Column("id", _String(40), primary_key=True),
+    sa.Column("status", _String(20), nullable=False, index=True),  # queued running succeeded failed cancelled
+    sa.Column("base_model", _String(200), nullable=False),
+    sa.Column("dataset", _String(200), nullable=False),
+    sa.Column("dataset_version", sa.Integer, nullable=False),
+    sa.Column("suffix", _String(64), nullable=True),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),  # adapter paths and hashes, metrics, hardware, wall time, cost
+    sa.Column("error", _Text, nullable=True),
+    sa.Column("created_by", _String(200), nullable=False, default="local"),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("worker_pid", sa.Integer, nullable=True),
+)
+
+tune_events = sa.Table(
+    "tune_events", metadata,
+    sa.Column("job_id", _String(40), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("kind", _String(20), nullable=False),  # message metrics checkpoint status
+    sa.Column("level", _String(10), nullable=False, default="info"),
+    sa.Column("message", _Text, nullable=False),
+    sa.Column("data", sa.JSON, nullable=True),
+)
+
+tune_promotions = sa.Table(
+    "tune_promotions", metadata,
+    sa.Column("id", _String(32), primary_key=True),
+    sa.Column("model", _String(200), nullable=False, index=True),
+    sa.Column("job_id", _String(40), nullable=True),
+    sa.Column("previous_spec", sa.JSON, nullable=True),  # None: the promotion created the model
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=True),
+    sa.Column("forced", sa.Boolean, nullable=False, default=False),
+    sa.Column("actor", _String(200), nullable=False, default="local"),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("rolled_back_at", sa.DateTime, nullable=True),
+)
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -328,6 +374,9 @@ class Tables:
     label_tasks: sa.Table = label_tasks
     lf_votes: sa.Table = lf_votes
     label_reviews: sa.Table = label_reviews
+    tune_jobs: sa.Table = tune_jobs
+    tune_events: sa.Table = tune_events
+    tune_promotions: sa.Table = tune_promotions
 
 
 def _owner_only(database: str) -> None:
@@ -389,6 +438,11 @@ def _m007_data(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m008_tune(conn: Connection) -> None:
+    for table in (tune_jobs, tune_events, tune_promotions):
+        table.create(conn, checkfirst=True)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -398,6 +452,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m005_observe", _m005_observe),
     ("m006_call_collections", _m006_call_collections),
     ("m007_data", _m007_data),
+    ("m008_tune", _m008_tune),
 ]
 
 _migration_log = sa.Table(

@@ -206,6 +206,7 @@ class GenerationRun:
         self.rt.quotas.release([self.ctx.id])  # a fallback replaces the failed model's reservation
         self.rt.quotas.reserve(self.ctx.key, self.ctx.id, tokens=tokens, usd=usd)
         model = await self.rt.hub.load_chat(spec.name)
+        self._stack.enter_context(self.rt.hub.lease(model))  # a promotion closes this instance only after us
         gate = self.rt.admission(model)
         self.rt.metrics.queue_depth.labels(spec.name).set(gate.waiting + 1)
         waited = time.perf_counter()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,7 +33,17 @@ from genfoundry.models.spec import Measured, ModelSpec
 
 __all__ = ["DEFAULT_ALIAS", "DEFAULT_EMBEDDING_ALIAS", "ModelHub", "lookup_scope"]
 
+log = logging.getLogger("genfoundry.hub")
+
 DEFAULT_ALIAS = "default"
+SWAP_RETRY_S = 60.0  # a replacement that failed to start is tried again after this long
+
+
+def _serving_key(spec: ModelSpec) -> tuple:
+    """What the loaded instance depends on: a change here means a new engine (a promoted adapter, a new
+    file); a change of price, clearance, aliases or measured speed does not."""
+    return (spec.provider, spec.location, spec.context_length,
+            tuple(sorted((k, repr(v)) for k, v in spec.options.items())))
 DEFAULT_EMBEDDING_ALIAS = "default-embedding"
 
 
@@ -57,6 +69,11 @@ class ModelHub:
         self.settings = settings
         self._loaded: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._swaps: dict[str, asyncio.Task] = {}
+        self._failed: dict[str, tuple[tuple, float, str]] = {}  # name -> (serving key, when, error)
+        self._retiring: dict[asyncio.Task, Any] = {}  # closing once their requests finish
+        self.swap_log: list[dict] = []  # what replaced what, for /health and tests
+        self._leases: dict[int, int] = {}  # id(instance) -> requests holding it (admitted or queued)
         # The entries, parsed once and kept while the table is unchanged: a lookup costs one small
         # aggregate query (so a change made by another process sharing the store is seen at once),
         # not a read and validation of every row.
@@ -135,7 +152,8 @@ class ModelHub:
             else:
                 conn.execute(table.insert().values(created_at=utcnow(), **row))
         self._forget_entries()
-        self._loaded.pop(spec.name, None)
+        # A loaded instance keeps serving: the next request sees the changed entry and starts its
+        # replacement beside it (see _load).
         return spec
 
     def _check_names_free(self, spec: ModelSpec, *, replace: bool) -> None:
@@ -152,7 +170,9 @@ class ModelHub:
         with self.store.begin() as conn:
             conn.execute(table.delete().where(table.c.name == spec.name))
         self._forget_entries()
-        self._loaded.pop(spec.name, None)
+        model = self._loaded.pop(spec.name, None)
+        if model is not None:
+            self._retire_later(spec.name, model)
         return spec
 
     def set_default(self, name: str) -> ModelSpec:
@@ -192,6 +212,12 @@ class ModelHub:
     async def _load(self, spec: ModelSpec) -> ChatModel | EmbeddingModel:
         model = self._loaded.get(spec.name)
         if model is not None:
+            current = getattr(model, "spec", None)
+            if current is None or _serving_key(current) == _serving_key(spec):
+                return model
+            # The entry changed under a running model (a promotion, a rollback, an edit, perhaps by another
+            # process): start the new one beside it and keep serving with this one until it is warm.
+            self._start_swap(spec, model)
             return model
         lock = self._locks.setdefault(spec.name, asyncio.Lock())
         async with lock:
@@ -201,6 +227,84 @@ class ModelHub:
                 await model.warm_up()
                 self._loaded[spec.name] = model
         return model
+
+    # -- switching a loaded model to a changed entry without dropping a request ---------------------
+    def _start_swap(self, spec: ModelSpec, old: Any) -> None:
+        key = _serving_key(spec)
+        running = self._swaps.get(spec.name)
+        if running is not None and not running.done():
+            return
+        failed = self._failed.get(spec.name)
+        if failed is not None and failed[0] == key and time.monotonic() - failed[1] < SWAP_RETRY_S:
+            return  # this very entry failed to start a moment ago: keep serving the old one
+        self._swaps[spec.name] = asyncio.get_running_loop().create_task(self._swap(spec, old))
+
+    async def _swap(self, spec: ModelSpec, old: Any) -> None:
+        started = time.monotonic()
+        new = self.create(spec)
+        try:
+            await new.warm_up()
+        except Exception as exc:  # a corrupt adapter, a missing file: the old engine goes on serving
+            self._failed[spec.name] = (_serving_key(spec), time.monotonic(), f"{type(exc).__name__}: {exc}")
+            self.swap_log.append({"model": spec.name, "ok": False, "error": str(exc)[:500],
+                                  "at": dt.datetime.now(dt.UTC).isoformat()})
+            log.error("model '%s' changed but its new version failed to start (%s); still serving the old one",
+                      spec.name, exc)
+            try:
+                await new.close()
+            except Exception:
+                pass
+            return
+        if self._loaded.get(spec.name) is old:
+            self._loaded[spec.name] = new
+        self._failed.pop(spec.name, None)
+        self.swap_log.append({"model": spec.name, "ok": True, "seconds": round(time.monotonic() - started, 2),
+                              "at": dt.datetime.now(dt.UTC).isoformat()})
+        log.info("model '%s' now served by its new version (warm in %.1f s)", spec.name, time.monotonic() - started)
+        self._retire_later(spec.name, old)
+
+    def _retire_later(self, name: str, model: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a CLI command): nothing can be in flight
+            return
+        task = loop.create_task(self._retire(name, model))
+        self._retiring[task] = model
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+
+    async def _retire(self, name: str, model: Any) -> None:
+        """Close a replaced instance once the requests it is serving have finished."""
+        deadline = time.monotonic() + self.settings.request_timeout
+        await asyncio.sleep(0.5)  # a caller that looked the model up a moment ago takes its lease now
+        while self._busy(model) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        try:
+            await model.close()
+        except Exception as exc:
+            log.warning("closing the replaced instance of '%s' failed: %s", name, exc)
+
+    @contextmanager
+    def lease(self, model: Any) -> Iterator[Any]:
+        """Hold ``model`` for one request: a replaced instance is closed only once nobody holds it."""
+        key = id(model)
+        self._leases[key] = self._leases.get(key, 0) + 1
+        try:
+            yield model
+        finally:
+            left = self._leases[key] - 1
+            if left:
+                self._leases[key] = left
+            else:
+                self._leases.pop(key, None)
+
+    def _busy(self, model: Any) -> bool:
+        return self._leases.get(id(model), 0) > 0 or getattr(model, "in_flight", 0) > 0
+
+    async def settle(self) -> None:
+        """Wait for pending switches and retirements (tests, shutdown)."""
+        pending = [t for t in self._swaps.values() if not t.done()] + list(self._retiring)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def load_chat(self, name: str) -> ChatModel:
         spec = self.resolve(name)
@@ -218,7 +322,14 @@ class ModelHub:
         return dict(self._loaded)
 
     async def close(self) -> None:
+        for task in self._swaps.values():
+            task.cancel()
+        retiring, self._retiring = dict(self._retiring), {}
+        for task in retiring:
+            task.cancel()
         models, self._loaded = self._loaded, {}
+        models.update({f"{name} (replaced)": model for name, model in
+                       ((getattr(m, "spec", None) and m.spec.name or "model", m) for m in retiring.values())})
         failures: list[tuple[str, Exception]] = []
         for name, model in models.items():
             try:

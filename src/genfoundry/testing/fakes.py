@@ -57,12 +57,16 @@ class FakeChatModel:
         self.concurrency = concurrency
         self.requests: list[GenerationRequest] = []
         self.cancelled = 0
+        self.closed = False
 
     async def warm_up(self) -> None:
-        return None
+        if self.spec.options.get("fail_warm_up"):  # an engine that refuses its files (a corrupt adapter)
+            raise ProviderError(f"fake provider '{self.spec.name}' failed to start")
+        if self.spec.options.get("warm_up_delay"):
+            await asyncio.sleep(float(self.spec.options["warm_up_delay"]))
 
     async def close(self) -> None:
-        return None
+        self.closed = True
 
     def count_tokens(self, text: str) -> int:
         return _words(text)

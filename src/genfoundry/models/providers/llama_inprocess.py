@@ -47,8 +47,11 @@ class InProcessEngine:
 
     concurrency = 1
 
-    def __init__(self, model_path: str, *, n_ctx: int, n_threads: int | None):
+    def __init__(self, model_path: str, *, n_ctx: int, n_threads: int | None, lora_path: str | None = None,
+                 lora_scale: float = 1.0):
         self.model_path = model_path
+        self.lora_path = lora_path
+        self.lora_scale = lora_scale
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llm = None
@@ -59,9 +62,13 @@ class InProcessEngine:
 
     def _load(self) -> None:
         import llama_cpp
-        self._llm = llama_cpp.Llama(
-            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-            n_batch=512, verbose=False)
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                n_batch=512, verbose=False, lora_path=self.lora_path, lora_scale=self.lora_scale)
+        except (ValueError, RuntimeError) as exc:
+            what = f"the LoRA adapter {self.lora_path}" if self.lora_path else self.model_path
+            raise ProviderError(f"llama.cpp cannot load {what}: {exc}") from exc
 
     async def stop(self) -> None:
         self._llm = None

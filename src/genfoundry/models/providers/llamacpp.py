@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_TEMPERATURE",
     "LlamaCppModel",
+    "check_adapter",
     "gguf_metadata",
     "inspect",
     "register",
@@ -59,6 +60,27 @@ def gguf_metadata(path: str) -> dict[str, str]:
         return dict(llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False).metadata)
     except ValueError as exc:
         raise ConfigError(f"{path} is not a readable GGUF model: {exc}") from exc
+
+
+def check_adapter(path: Path, architecture: str | None = None) -> dict[str, str]:
+    """Read a GGUF LoRA adapter through before any engine loads it: llama.cpp trusts the file's offsets
+    (a truncated adapter crashes the in-process engine), so a corrupt or foreign file is refused here."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+        fields = {k: reader.fields[k].contents() for k in ("general.type", "adapter.type", "general.architecture")
+                  if k in reader.fields}
+        tensors = len(reader.tensors)
+    except (ValueError, OSError, KeyError, IndexError) as exc:
+        raise ConfigError(f"LoRA adapter {path} is not a readable GGUF file ({exc}); re-export it with "
+                          "`genfoundry tune export`") from exc
+    if fields.get("general.type") != "adapter" or fields.get("adapter.type") != "lora" or not tensors:
+        raise ConfigError(f"{path} is a GGUF file but not a LoRA adapter (type {fields.get('general.type')!r})")
+    if architecture and fields.get("general.architecture") not in (None, architecture):
+        raise ConfigError(f"LoRA adapter {path} was made for {fields.get('general.architecture')}, "
+                          f"not for this {architecture} model")
+    return fields
 
 
 def _parse_size(label: str | None) -> int | None:
@@ -106,6 +128,7 @@ class LlamaCppModel:
         self._jinja = None
         self.n_ctx = min(self.settings.llama_context, spec.context_length or self.settings.llama_context)
         self.concurrency = 1
+        self.in_flight = 0
 
     @property
     def engine(self) -> ServerEngine | InProcessEngine | None:
@@ -140,12 +163,31 @@ class LlamaCppModel:
             raise ConfigError("llama_engine is 'server' but no llama-server binary was found; "
                               "run `genfoundry engine build` or set llama_server_path")
         threads = self.settings.llama_threads or os.cpu_count()
+        adapter, scale = self._adapter()
         if choice in ("server", "auto") and binary is not None:
+            lora = ["--lora-scaled", f"{adapter}:{scale}"] if adapter else []
             return ServerEngine(binary, self.spec.location, n_ctx=self.n_ctx,
                                 parallel=self.settings.llama_parallel, n_threads=threads,
                                 timeout=self.settings.request_timeout,
-                                extra_args=shlex.split(self.settings.llama_server_args))
-        return InProcessEngine(self.spec.location, n_ctx=self.n_ctx, n_threads=threads)
+                                extra_args=shlex.split(self.settings.llama_server_args) + lora)
+        return InProcessEngine(self.spec.location, n_ctx=self.n_ctx, n_threads=threads, lora_path=adapter,
+                               lora_scale=scale)
+
+    def _adapter(self) -> tuple[str | None, float]:
+        """The GGUF LoRA adapter this entry applies to its base (a tuned model), and its scale."""
+        adapter = self.spec.options.get("adapter")
+        if not adapter:
+            return None, 1.0
+        path = Path(str(adapter)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"LoRA adapter {path} of model '{self.spec.name}' is missing; "
+                              "`genfoundry tune list` shows the runs and their adapters")
+        try:
+            scale = float(self.spec.options.get("adapter_scale", 1.0))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"adapter_scale of model '{self.spec.name}' is not a number") from exc
+        check_adapter(path, self._vocab.metadata.get("general.architecture") if self._vocab else None)
+        return str(path), scale
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -203,27 +245,31 @@ class LlamaCppModel:
 
     # -- generation --------------------------------------------------------------
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        prepared = self._prepare(request)
-        wants_tools = bool(request.tools) and request.tool_choice != "none"
-        pieces: list[str] = []
-        async for chunk in self._engine.stream(prepared.params):
-            if chunk.text:
-                pieces.append(chunk.text)
-                if not wants_tools:  # tool calls are only known once the text is complete
-                    yield GenerationChunk(text=chunk.text)
-            if chunk.finish_reason is not None:
-                text = "".join(pieces)
-                usage = Usage(prompt_tokens=prepared.prompt_tokens,
-                              completion_tokens=chunk.completion_tokens
-                              if chunk.completion_tokens is not None else self.count_tokens(text))
-                finish, calls = chunk.finish_reason, None
-                if wants_tools:
-                    text, calls = parse_tool_calls(text, forced=prepared.forced_tool)
-                    if text:
-                        yield GenerationChunk(text=text)
-                    if calls:
-                        finish = "tool_calls"
-                yield GenerationChunk(finish_reason=finish, usage=usage, tool_calls=calls or None)
+        self.in_flight += 1  # the hub closes a replaced instance only once this is back to 0
+        try:
+            prepared = self._prepare(request)
+            wants_tools = bool(request.tools) and request.tool_choice != "none"
+            pieces: list[str] = []
+            async for chunk in self._engine.stream(prepared.params):
+                if chunk.text:
+                    pieces.append(chunk.text)
+                    if not wants_tools:  # tool calls are only known once the text is complete
+                        yield GenerationChunk(text=chunk.text)
+                if chunk.finish_reason is not None:
+                    text = "".join(pieces)
+                    usage = Usage(prompt_tokens=prepared.prompt_tokens,
+                                  completion_tokens=chunk.completion_tokens
+                                  if chunk.completion_tokens is not None else self.count_tokens(text))
+                    finish, calls = chunk.finish_reason, None
+                    if wants_tools:
+                        text, calls = parse_tool_calls(text, forced=prepared.forced_tool)
+                        if text:
+                            yield GenerationChunk(text=text)
+                        if calls:
+                            finish = "tool_calls"
+                    yield GenerationChunk(finish_reason=finish, usage=usage, tool_calls=calls or None)
+        finally:
+            self.in_flight -= 1
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return await collect_generation(self.stream(request))
