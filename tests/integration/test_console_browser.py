@@ -402,3 +402,271 @@ def test_a_developer_key_is_told_a_confidential_dataset_is_for_admins(browser, d
     tab.screenshot(path=str(SHOTS / "console-dataset-forbidden.png"), full_page=True)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# -- the Tune page ----------------------------------------------------------------------------------------------
+TUNE_TRAIN = {"a": [2.9, 2.4, 2.0, 1.7, 1.5, 1.4], "b": [3.1, 2.6, 2.2, 1.9, 1.6, 1.45, 1.3, 1.25]}
+TUNE_DEV = {"a": [2.5, 1.9, 1.6], "b": [2.4, 1.5]}
+TUNE_LORA_R = {"a": 8, "b": 16}
+INJECTED = "<i id='injected'>not markup</i>"
+
+
+def _tune_spec(name: str, description: str) -> dict:
+    from genfoundry.models.spec import ModelSpec
+    return ModelSpec(name=name, provider="fake", location="memory", description=description).model_dump(mode="json")
+
+
+def _tune_gate(target: str) -> dict:
+    """A gate report as promote() keeps it with a job (per-item rows included; the API leaves them out)."""
+    def side(score: float) -> dict:
+        return {"score": score, "metrics": {"f1": score, "exact_match": 0.1, "items": 2},
+                "items": [{"prompt": "p", "reference": "r", "output": "o", "f1": score, "exact": False}]}
+
+    return {"candidate": f"ft:{target}", "incumbent": "base", "margin": 0.01, "passed": True, "reasons": [],
+            "seconds": 3.2, "job_id": "", "target": target, "forced": False, "at": "2026-01-02T03:04:05",
+            "suites": {"test": {"candidate": side(0.61), "incumbent": side(0.42), "gain": 0.19, "passed": True},
+                       "safety": {"candidate": 0, "incumbent": 1, "outputs": 2, "passed": True}}}
+
+
+def _tune_events(jobs, job_id: str, train: list[float], dev: list[float], eval_every: int) -> None:
+    jobs.event(job_id, "status", "running", {"status": "running", "pid": 1})
+    for step, loss in enumerate(train, start=1):
+        jobs.event(job_id, "metrics", f"step {step}/{len(train)}",
+                   {"step": step, "max_steps": len(train), "loss": loss, "learning_rate": 2e-4 / step,
+                    "tokens_per_second": 900.0 + step})
+        if step % eval_every == 0 and step // eval_every <= len(dev):
+            jobs.event(job_id, "eval", f"step {step}/{len(train)}", {"step": step, "eval_loss": dev[step // eval_every - 1]})
+            jobs.event(job_id, "checkpoint", f"checkpoint at step {step}", {"step": step, "best_metric": None})
+    jobs.event(job_id, "status", "succeeded", {"status": "succeeded"})
+
+
+@pytest.fixture(scope="module")
+def tune_gateway(tmp_path_factory):
+    """A gateway (with no training queue) whose store holds fine-tuning jobs written straight into its tables:
+    ``a`` and ``b`` succeeded (lora_r 8 and 16, metrics and eval events), ``c`` queued; promotions of ``a`` to
+    ``support`` and of ``b`` to ``helpdesk`` (both models in the hub, their previous specs kept), and a developer
+    key. Yields the gateway, the developer key and the job ids by letter."""
+    _require_browser()
+    home = tmp_path_factory.mktemp("gf-tune")
+
+    def make_jobs():
+        import datetime as dt
+
+        from genfoundry.core.store import utcnow
+        from genfoundry.models.hub import ModelHub
+        from genfoundry.models.spec import ModelSpec
+        from genfoundry.tune.jobs import TuneJobs
+        from genfoundry.tune.train import TrainConfig
+
+        settings = load_settings(home=home, environ={})
+        settings.ensure_home()
+        store = Store.open(settings.resolved_database_url)
+        try:
+            hub = ModelHub(store, settings)
+            jobs = TuneJobs(settings, store, hub)
+            t = store.tables
+            now = utcnow()
+            ids = {letter: f"ftjob-{letter * 4}{uuid.uuid4().hex[:16]}" for letter in "abc"}
+            for n, letter in enumerate("ab"):
+                job_id = ids[letter]
+                train, dev = TUNE_TRAIN[letter], TUNE_DEV[letter]
+                model = f"ft:gemma-3-270m:{letter}:{job_id[6:14]}"
+                result = {"fine_tuned_model": model, "adapter_dir": "/nowhere", "adapter_sha256": f"{letter}1" * 32,
+                          "metrics": {"steps": len(train), "train_loss": train[-1], "best_dev_loss": min(dev),
+                                      "first_dev_loss": dev[0], "tokens_per_second": 1000.0 + n, "tokens": 4096,
+                                      "peak_rss_mib": 2048.5 + n},
+                          "wall_s": 61.5 + n, "cost_usd": 0.0123 + n / 100,
+                          "hardware": {"cpu": "Test CPU " + INJECTED, "cores": 2, "torch": "2.0", "device": "cpu"},
+                          "dataset": {"name": "support-qa", "version": 1, "content_hash": f"{letter}2" * 32},
+                          "gates": [_tune_gate("support" if letter == "a" else "helpdesk")]}
+                config = TrainConfig(lora_r=TUNE_LORA_R[letter], max_steps=len(train)).model_dump(mode="json")
+                created = now - dt.timedelta(hours=3 - n)
+                with store.begin() as conn:
+                    conn.execute(t.tune_jobs.insert().values(
+                        id=job_id, status="succeeded", base_model="gemma-3-270m", dataset="support-qa", dataset_version=1,
+                        suffix=letter, config=config, result=result, error=None, created_by="key:tests",
+                        created_at=created, started_at=created, finished_at=created + dt.timedelta(minutes=1),
+                        cancel_requested=False, worker_pid=None))
+                _tune_events(jobs, job_id, train, dev, eval_every=len(train) // len(dev))
+            with store.begin() as conn:
+                conn.execute(t.tune_jobs.insert().values(
+                    id=ids["c"], status="queued", base_model="gemma-3-270m", dataset="support-qa", dataset_version=1,
+                    suffix="c", config=TrainConfig().model_dump(mode="json"), result=None, error=None,
+                    created_by="key:tests", created_at=now - dt.timedelta(hours=1), cancel_requested=False))
+            jobs.event(ids["c"], "status", "queued: gemma-3-270m on support-qa@v1", {"status": "queued"})
+            for letter, model in (("a", "support"), ("b", "helpdesk")):
+                previous, promoted = _tune_spec(model, "before"), _tune_spec(model, f"tuned by {letter}")
+                hub.add(ModelSpec.model_validate(promoted))
+                gate = _tune_gate(model)
+                report = {k: v for k, v in gate.items() if k != "suites"} | {"job_id": ids[letter]}
+                with store.begin() as conn:
+                    conn.execute(t.tune_promotions.insert().values(
+                        id=uuid.uuid4().hex, model=model, job_id=ids[letter], previous_spec=previous, spec=promoted,
+                        report=report, forced=False, actor="key:tests", at=now, rolled_back_at=None))
+            developer, _ = create_key(store, name="dev", role="developer")
+            return developer, ids
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API may hold an event loop in this thread
+        developer, ids = pool.submit(make_jobs).result()
+    gw = start_gateway(home, {"GENFOUNDRY_TUNE_QUEUE": "false"}, preload=())
+    yield gw, developer, ids
+    stop_gateway(gw)
+
+
+def _tune_row(gw, table: str, key: str) -> dict:
+    import sqlalchemy as sa
+    store = gw.store()
+    try:
+        t = getattr(store.tables, table)
+        column = t.c.id if table == "tune_jobs" else t.c.model
+        with store.begin() as conn:
+            return dict(conn.execute(sa.select(t).where(column == key)).mappings().one())
+    finally:
+        store.close()
+
+
+def _points(tab, selector: str) -> list[int]:
+    """How many points each polyline the selector finds has."""
+    return tab.eval_on_selector_all(selector, "lines => lines.map(l => l.points.numberOfItems)")
+
+
+def test_tune_page_as_a_developer_lists_jobs_but_rollback_is_refused(browser, tune_gateway):
+    gw, developer, ids = tune_gateway
+    context, tab, errors = _signed_in(browser, gw, developer, "#/tune")
+    tab.wait_for_selector(f"#tune-jobs tr[data-job='{ids['a']}']")
+    assert {ids["a"], ids["b"], ids["c"]} <= set(tab.eval_on_selector_all(
+        "#tune-jobs tr[data-job]", "rows => rows.map(r => r.dataset.job)"))
+    tab.wait_for_selector("button[data-rollback='helpdesk']")
+    tab.once("dialog", lambda dialog: dialog.accept())
+    tab.click("button[data-rollback='helpdesk']")
+    message = tab.wait_for_selector("[data-testid=rollback-error]:not(:empty)").text_content()
+    assert message == "this needs a key with role admin; 'dev' is developer"
+    assert tab.is_enabled("button[data-rollback='helpdesk']")
+    assert _tune_row(gw, "tune_promotions", "helpdesk")["rolled_back_at"] is None
+    tab.screenshot(path=str(SHOTS / "console-tune-developer.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_tune_page_shows_curves_compares_cancels_and_rolls_back(browser, tune_gateway):
+    gw, _, ids = tune_gateway
+    a, b, c = ids["a"], ids["b"], ids["c"]
+    context, tab, errors = _signed_in(browser, gw, gw.key, "#/tune")
+    tab.wait_for_selector(f"#tune-jobs tr[data-job='{a}']")
+    rows = {row[1]: row for row in _cells(tab, "#tune-jobs tbody tr")}
+    assert [r for r in tab.eval_on_selector_all("#tune-jobs tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+            if r in ids.values()] == [c, b, a]  # newest first
+    assert rows[a][2:10] == ["succeeded", "gemma-3-270m", "support-qa@v1", "6", "1.6", "1000", "$0.0123",
+                             f"ft:gemma-3-270m:a:{a[6:14]}"]
+    assert rows[c][2] == "queued" and rows[c][5] == "–" and rows[c][-1] == "Cancel"
+    assert rows[a][-1] == ""  # no Cancel on a finished job
+    tab.screenshot(path=str(SHOTS / "console-tune.png"), full_page=True)
+
+    # One job: its train and dev curves, one point per metrics and per eval event.
+    tab.click(f"#tune-jobs tr[data-job='{a}'] td:nth-child(2)")
+    tab.wait_for_selector(f"[data-testid=loss-chart] polyline[data-job='{a}']")
+    assert _points(tab, "[data-testid=loss-chart] polyline") == [len(TUNE_TRAIN["a"]), len(TUNE_DEV["a"])]
+    assert tab.eval_on_selector_all("[data-testid=loss-chart] polyline", "ls => ls.map(l => l.dataset.series)") == [
+        "train", "dev"]
+    assert tab.text_content("[data-testid=loss-chart] [data-axis=y-max]") == "2.9"
+    assert tab.text_content("[data-testid=loss-chart] [data-axis=y-min]") == "1.4"
+    assert tab.text_content("[data-testid=loss-chart] [data-axis=x-max]") == "6"
+    assert "train loss (6 steps)" in tab.text_content("[data-testid=loss-chart]")
+    assert "null" not in tab.text_content("#tune-detail")  # no empty value written out
+    assert "selected" in tab.get_attribute(f"#tune-jobs tr[data-job='{a}']", "class")
+    assert tab.evaluate("location.hash") == f"#/tune/{a}"
+    config = dict(row[:2] for row in _cells(tab, "[data-testid=job-config] tbody tr"))
+    assert config["lora_r"] == "8" and config["max_steps"] == "6"
+    hashes = dict(row[:2] for row in _cells(tab, "[data-testid=job-hashes] tbody tr"))
+    assert hashes["adapter (safetensors) sha256"] == "a1" * 32 and hashes["dataset content hash"] == "a2" * 32
+    hardware = dict(row[:2] for row in _cells(tab, "[data-testid=job-hardware] tbody tr"))
+    assert hardware["cpu"] == "Test CPU " + INJECTED and tab.query_selector("#injected") is None
+    gates = _cells(tab, "[data-testid=job-gates] tbody tr")
+    assert gates[0][0] == "test" and gates[0][2:6] == ["0.61", "0.42", "+0.19", "passed"]
+    assert gates[1][0] == "safety" and gates[1][1] == "flagged outputs (of 2)" and gates[1][2:4] == ["0", "1"]
+    tab.screenshot(path=str(SHOTS / "console-tune-job.png"), full_page=True)
+
+    # Compare: both jobs' curves in one chart, and only the config keys that differ (learning_rate etc. do not).
+    tab.check(f"input[data-compare='{a}']")
+    assert tab.is_hidden("#tune-compare")
+    tab.check(f"input[data-compare='{b}']")
+    tab.wait_for_selector(f"[data-testid=compare-chart] polyline[data-job='{a}']")
+    assert _points(tab, "[data-testid=compare-chart] polyline") == [
+        len(TUNE_TRAIN["b"]), len(TUNE_DEV["b"]), len(TUNE_TRAIN["a"]), len(TUNE_DEV["a"])]
+    assert [th.text_content() for th in tab.query_selector_all("[data-testid=compare-config] th")] == ["key", b, a]
+    assert _cells(tab, "[data-testid=compare-config] tbody tr") == [["lora_r", "16", "8"], ["max_steps", "8", "6"]]
+    metrics = {row[0]: row[1:] for row in _cells(tab, "[data-testid=compare-metrics] tbody tr")}
+    assert metrics["steps"] == ["8", "6"] and metrics["best dev loss"] == ["1.5", "1.6"]
+    tab.screenshot(path=str(SHOTS / "console-tune-compare.png"), full_page=True)
+    tab.uncheck(f"input[data-compare='{b}']")
+    tab.wait_for_selector("#tune-compare", state="hidden")
+
+    # Cancel the queued job: the page and the store say cancelled.
+    tab.click(f"button[data-cancel='{c}']")
+    tab.wait_for_selector(f"#tune-jobs tr[data-job='{c}'][data-status='cancelled']")
+    assert tab.query_selector(f"button[data-cancel='{c}']") is None
+    assert _tune_row(gw, "tune_jobs", c)["status"] == "cancelled"
+
+    # Roll back 'support': the API is called, the promotion is marked and the model serves its old spec again.
+    tab.once("dialog", lambda dialog: dialog.accept())
+    tab.click("button[data-rollback='support']")
+    tab.wait_for_selector("[data-testid=tune-promotions] tr[data-model='support'] td:nth-child(6):not(:empty)")
+    assert tab.query_selector("button[data-rollback='support']") is None
+    assert tab.query_selector("button[data-rollback='helpdesk']") is not None
+    assert tab.text_content("[data-testid=rollback-error]") == ""
+    assert _tune_row(gw, "tune_promotions", "support")["rolled_back_at"] is not None
+    models = {m["id"]: m for m in _api(gw, "GET", "/v1/models").json()["data"]}
+    assert "support" in models
+    store = gw.store()
+    try:
+        from genfoundry.models.hub import ModelHub
+        assert ModelHub(store, load_settings(home=gw.home, environ={})).resolve("support").description == "before"
+    finally:
+        store.close()
+    tab.screenshot(path=str(SHOTS / "console-tune-rollback.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_tune_page_follows_a_running_job(browser, tune_gateway):
+    import datetime as dt
+
+    from genfoundry.core.store import utcnow
+    from genfoundry.tune.jobs import TuneJobs
+    from genfoundry.tune.train import TrainConfig
+
+    gw, _, _ = tune_gateway
+    job_id = f"ftjob-dddd{uuid.uuid4().hex[:16]}"
+    store = gw.store()
+    settings = load_settings(home=gw.home, environ={})
+    jobs = TuneJobs(settings, store)
+    try:
+        with store.begin() as conn:  # 'running' in this process: its worker is alive as long as the test runs
+            conn.execute(store.tables.tune_jobs.insert().values(
+                id=job_id, status="running", base_model="gemma-3-270m", dataset="support-qa", dataset_version=1,
+                suffix="d", config=TrainConfig().model_dump(mode="json"), created_by="key:tests",
+                created_at=utcnow() - dt.timedelta(minutes=1), started_at=utcnow(), cancel_requested=False,
+                worker_pid=os.getpid()))
+        for step in (1, 2):
+            jobs.event(job_id, "metrics", f"step {step}/4", {"step": step, "loss": 3.0 - step / 4})
+        context, tab, errors = _signed_in(browser, gw, gw.key, f"#/tune/{job_id}")
+        tab.wait_for_selector(f"[data-testid=loss-chart] polyline[data-job='{job_id}']")
+        assert _points(tab, "[data-testid=loss-chart] polyline") == [2, 0]
+        assert tab.text_content("[data-testid=job-status]") == "running"
+        for step in (3, 4):
+            jobs.event(job_id, "metrics", f"step {step}/4", {"step": step, "loss": 3.0 - step / 4})
+        jobs.event(job_id, "eval", "step 4/4", {"step": 4, "eval_loss": 2.5})
+        tab.wait_for_function("() => [...document.querySelectorAll('[data-testid=loss-chart] polyline')]"
+                              ".map(l => l.points.numberOfItems).join() === '4,1'", timeout=15_000)
+        with store.begin() as conn:
+            t = store.tables.tune_jobs
+            conn.execute(t.update().where(t.c.id == job_id).values(
+                status="succeeded", finished_at=utcnow(), result={"metrics": {"steps": 4, "best_dev_loss": 2.5}}))
+        tab.wait_for_selector(f"#tune-jobs tr[data-job='{job_id}'][data-status='succeeded']", timeout=15_000)
+        assert tab.text_content("[data-testid=job-status]") == "succeeded"
+        context.close()
+    finally:
+        store.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

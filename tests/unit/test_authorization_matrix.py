@@ -54,6 +54,16 @@ RULES: dict[tuple[str, str], str] = {
     ("get", "/v1/labeling/tasks/{task}/queue"): "writer",
     ("post", "/v1/labeling/tasks/{task}/reviews"): "writer",
     ("delete", "/v1/labeling/tasks/{task}/reviews/{review_id}"): "writer",
+    ("post", "/v1/fine_tuning/jobs"): "writer",
+    ("get", "/v1/fine_tuning/jobs"): "writer",
+    ("get", "/v1/fine_tuning/jobs/{job_id}"): "writer",
+    ("post", "/v1/fine_tuning/jobs/{job_id}/cancel"): "writer",
+    ("post", "/v1/fine_tuning/jobs/{job_id}/resume"): "writer",
+    ("get", "/v1/fine_tuning/jobs/{job_id}/events"): "writer",
+    ("get", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): "writer",
+    ("get", "/admin/tune/promotions"): "writer",
+    ("post", "/admin/tune/promotions"): "admin",
+    ("post", "/admin/tune/rollback"): "admin",
     ("get", "/admin/keys"): "admin",
     ("post", "/admin/keys"): "admin",
     ("delete", "/admin/keys/{key_id}"): "admin",
@@ -148,7 +158,8 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         review = world["labeling"].review("task", next(world["rows"]), "ham", reviewer="matrix")
         path = path.replace("{review_id}", review["id"])
     url = (path.replace("{name}", name).replace("{model}", model).replace("{document_id}", world[f"doc:{case}"])
-           .replace("{trace_id}", "0" * 32).replace("{run_id}", "no-such-run").replace("{task}", "task"))
+           .replace("{trace_id}", "0" * 32).replace("{run_id}", "no-such-run").replace("{task}", "task")
+           .replace("{job_id}", "ftjob-none"))
     if "{key_id}" in url:
         url = url.replace("{key_id}", create_key(world["rt"].store, name=f"doomed-{uuid.uuid4().hex[:6]}")[1].id)
     bodies = {
@@ -164,6 +175,9 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         "/v1/feedback": {"response_id": "chatcmpl-none", "rating": 4},
         "/admin/drift/requests": {},
         "/v1/datasets": {"name": f"new-{uuid.uuid4().hex[:8]}", "rows": [{"text": "hi"}]},
+        "/v1/fine_tuning/jobs": {"model": "own-model", "training_file": "open"},
+        "/admin/tune/promotions": {"job_id": "ftjob-none"},
+        "/admin/tune/rollback": {"model": "own-model"},
     }
     if url == "/v1/labeling/tasks/task/reviews":
         bodies[url] = {"row_id": next(world["rows"]), "label": "spam"}  # a row nobody reviewed yet

@@ -147,10 +147,10 @@ def run(ctx: typer.Context,
 
 async def _gate_only(context: Context, job: dict, suites: list[str]) -> dict:
     from genfoundry.data.datasets import Datasets
-    from genfoundry.tune.promote import evaluate, test_items
+    from genfoundry.tune.promote import evaluate, gate_items
 
     async with _gate_context(context) as gctx:
-        items = test_items(Datasets(context.settings, gctx.store).rows(job["dataset"], job["dataset_version"], split="test"))
+        items = gate_items(Datasets(context.settings, gctx.store).rows(job["dataset"], job["dataset_version"], split="test"))
         return await evaluate(gctx, job["result"]["fine_tuned_model"], job["base_model"], suites=suites, items=items)
 
 

@@ -76,6 +76,7 @@ class Settings(BaseModel):
     budget_warn_fraction: float = Field(0.8, gt=0, le=1, description="Share of a key's dollar budget at which responses carry an X-Genfoundry-Budget-Warning header and a budget.warning alert is recorded.")
     api_docs: bool = Field(False, description="Serve Swagger UI at /docs and ReDoc at /redoc (they load their scripts from a CDN into the gateway's origin); /openapi.json is always served.")
     preload: str = Field("default,default-embedding", description="Models `serve` and `up` load and run once at start, comma-separated; /health answers 503 'starting' until they are warm, then 200. Empty: load models on first use.")
+    tune_queue: bool = Field(True, description="The gateway trains fine-tuning jobs made through /v1/fine_tuning/jobs, one at a time, each in a worker process beside it; off: jobs wait until `genfoundry tune work JOB` runs them.")
     answer_cache: bool = Field(True, description="Keep grounded answers to repeat the same question on unchanged documents instantly; forgetting a document drops every cached answer that drew on it.")
 
     @property

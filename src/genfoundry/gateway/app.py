@@ -38,6 +38,7 @@ from genfoundry.gateway.observe.routes import router as observe_router
 from genfoundry.gateway.quotas import Quotas
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.gateway.tracing import TraceMiddleware
+from genfoundry.gateway.tune.routes import router as tune_router
 from genfoundry.guard.engine import open_guard
 from genfoundry.models.builtin import register_builtins
 from genfoundry.models.hub import ModelHub, lookup_scope
@@ -294,11 +295,20 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
             # loaded and have run once, so the first request is as fast as the next.
             runtime.ready = not preload
             warming = asyncio.create_task(_warm_up(runtime, preload), name="warm-up") if preload else None
+            queue = None
+            if settings.tune_queue:
+                from genfoundry.gateway.tune.queue import TuneQueue
+                from genfoundry.tune.jobs import TuneJobs
+                queue = TuneQueue(TuneJobs(settings, runtime.store, runtime.hub))
+                queue.start()
+            app.state.tune_queue = queue
             try:
                 yield
             finally:
                 if warming is not None:
                     warming.cancel()
+                if queue is not None:
+                    await queue.stop()
 
     # Swagger UI and ReDoc load their scripts from a CDN into this origin: off unless asked for
     # (api_docs). The OpenAPI document itself is always at /openapi.json.
@@ -307,7 +317,7 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
     for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,
-                   data_router, admin_router, observe_router, console_router):
+                   data_router, tune_router, admin_router, observe_router, console_router):
         app.include_router(router)
     app.mount("/console/static", static_files(), name="console-static")
 
@@ -331,11 +341,12 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                 engines[name] = {"kind": type(engine).__name__, "pid": getattr(engine, "pid", None),
                                  "port": getattr(engine, "port", None),
                                  "restarts": getattr(engine, "restarts", 0),
-                                 "concurrency": engine.concurrency}
+                                 "concurrency": engine.concurrency,
+                                 "adapter": getattr(model, "spec", None) and model.spec.options.get("adapter")}
         queues = {name: {"running": gate.running, "waiting": gate.waiting}
                   for name, gate in rt.admissions.items()}
         return {"status": "ok", "version": __version__, "models_loaded": sorted(rt.hub.loaded()),
-                "engines": engines, "queues": queues}
+                "engines": engines, "queues": queues, "switches": rt.hub.swap_log[-10:]}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def metrics(request: Request):

@@ -47,7 +47,7 @@ from genfoundry.core.store import Store, utcnow
 from genfoundry.core.types import Generation, GenerationRequest, Message
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["GATE_SUITES", "GateContext", "evaluate", "f1_score", "history", "promote", "rollback", "test_items"]
+__all__ = ["GATE_SUITES", "GateContext", "evaluate", "f1_score", "history", "promote", "rollback", "gate_items"]
 
 GATE_SUITES = ("test", "answers", "safety")
 DEFAULT_MARGIN = 0.01
@@ -93,7 +93,7 @@ def f1_score(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def test_items(rows: list[dict]) -> list[dict]:
+def gate_items(rows: list[dict]) -> list[dict]:
     """(request, reference) pairs from test rows in any record format fine-tuning reads."""
     items = []
     for row in rows:
@@ -155,6 +155,9 @@ async def evaluate(ctx: GateContext, candidate: str, incumbent: str, *, suites: 
     unknown = [s for s in suites if s not in GATE_SUITES]
     if unknown:
         raise InvalidRequest(f"unknown gate suite(s) {unknown}; choose from {', '.join(GATE_SUITES)}", param="suites")
+    if not set(suites) & {"test", "answers"}:
+        raise InvalidRequest("the gate needs a quality suite ('test' or 'answers'); 'safety' alone "
+                             "cannot show the candidate is better", param="suites")
     report: dict[str, Any] = {"candidate": candidate, "incumbent": incumbent, "margin": margin, "suites": {}}
     outputs: dict[str, list[str]] = {candidate: [], incumbent: []}
     reasons: list[str] = []
@@ -235,7 +238,7 @@ async def promote(ctx: GateContext, job_id: str, *, target: str | None = None, s
     items = []
     if "test" in suites:
         rows = Datasets(ctx.settings, ctx.store).rows(job["dataset"], job["dataset_version"], split="test")
-        items = test_items(rows)
+        items = gate_items(rows)
     report = await evaluate(ctx, candidate, incumbent, suites=suites, items=items, answers_options=answers_options,
                             margin=margin)
     report.update(job_id=job_id, target=target, forced=bool(force and not report["passed"]), at=utcnow().isoformat())

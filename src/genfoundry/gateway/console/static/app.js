@@ -528,7 +528,8 @@ async function pageEvals() {
 
 // -- router ---------------------------------------------------------------------------------------------------
 const pages = {chat: pageChat, collections: pageCollections, traces: pageTraces, cost: pageCost, guard: pageGuard,
-  feedback: pageFeedback, drift: pageDrift, evals: pageEvals, datasets: pageDatasets, review: pageReview};  // datasets.js, review.js
+  feedback: pageFeedback, drift: pageDrift, evals: pageEvals, datasets: pageDatasets, review: pageReview,
+  tune: pageTune};  // datasets.js, review.js, tune.js
 
 async function render() {
   if (!key()) return renderLogin();
