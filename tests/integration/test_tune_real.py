@@ -73,7 +73,7 @@ def test_a_tiny_real_run_records_the_experiment_and_serves_its_adapter(world):
     assert {"metrics", "eval", "checkpoint", "status"} <= kinds
     assert [c["step"] for c in world["jobs"].checkpoints(job["id"])] == [1, 2]
     spec = world["hub"].resolve(result["fine_tuned_model"])
-    assert spec.options["adapter"] == result["adapter_gguf"] and spec.options["base_model"] == "gemma-3-270m"
+    assert spec.options["adapter"] == result["adapter_gguf"] and spec.options["tuned_from"] == "gemma-3-270m"
 
     async def ask():
         model = await world["hub"].load_chat(spec.name)

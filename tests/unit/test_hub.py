@@ -172,6 +172,34 @@ def test_a_changed_entry_is_served_by_a_new_instance_started_beside_the_old(hub)
     assert hub.swap_log[-1]["ok"] is True
 
 
+def test_after_a_switch_new_requests_wait_for_the_old_instance_to_finish(hub):
+    async def scenario():
+        first = await hub.load("fake-chat")
+        hub.add(spec("fake-chat", aliases=["default"], options={"replies": ["new"]}), replace=True)
+        order = []
+
+        async def old_request():
+            with hub.lease(await hub.load("fake-chat")) as model:
+                assert model is first
+                await asyncio.sleep(0.6)  # still streaming when the new instance is ready
+                assert (await hub.load("fake-chat")) is not None  # its own lookups never wait on itself
+                order.append("old done")
+
+        async def new_request():
+            await asyncio.sleep(0.3)  # the switch has happened by now
+            model = await hub.load("fake-chat")
+            order.append("new admitted")
+            return model
+
+        _, model = await asyncio.gather(old_request(), new_request())
+        await hub.settle()
+        return first, model, order
+
+    first, model, order = asyncio.run(scenario())
+    assert model is not first and order == ["old done", "new admitted"]
+    assert first.closed
+
+
 def test_a_changed_entry_that_fails_to_start_leaves_the_old_instance_serving(hub):
     async def scenario():
         first = await hub.load("fake-chat")

@@ -28,7 +28,7 @@ class CharTokenizer:
     specials = {"<start_of_turn>": 3, "<end_of_turn>": 4}
 
     def __call__(self, text, add_special_tokens=False):
-        ids, i = [], 0
+        ids, i = [self.bos_token_id] if add_special_tokens else [], 0
         while i < len(text):
             for marker, tid in self.specials.items():
                 if text.startswith(marker, i):

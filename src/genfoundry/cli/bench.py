@@ -286,3 +286,26 @@ def data(ctx: typer.Context,
     result["model"] = hub.resolve("default").name
     result["embedding_model"] = hub.resolve("default-embedding").name
     _report(context.settings, "data", result, out)
+
+
+@app.command("tune")
+@handle_errors
+def tune(ctx: typer.Context,
+         steps: int = typer.Option(5, min=2, help="Timed optimizer steps per trainer (after one warm-up step)."),
+         rank: int = typer.Option(8, min=1, help="LoRA rank of every trainer."),
+         parts: str = typer.Option("throughput,run,switch", help="Which parts: throughput, run (a whole tune run), switch (promotion under load; needs run)."),
+         out: Path = typer.Option(None, help="Also write the JSON here.")):
+    """Fine-tuning: tokens/s beside a plain transformers + PEFT loop, peak memory of a whole run, and a
+    promotion and rollback while 8 clients stream (requests failed, latency before/during/after)."""
+    import tempfile
+
+    from genfoundry.bench.tune import PARTS, run_tune_bench
+
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(PARTS):
+        raise ConfigError(f"--parts: a comma-separated choice of {', '.join(PARTS)}")
+    context = get_context(ctx)
+    with tempfile.TemporaryDirectory() as scratch:  # its own home: the bench's jobs and models are not the user's
+        result = run_tune_bench(Path(scratch), steps=steps, rank=rank, parts=chosen,
+                                progress=lambda m: err_console.print(m, style="dim"))
+    _report(context.settings, "tune", result, out)

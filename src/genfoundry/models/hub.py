@@ -48,6 +48,9 @@ DEFAULT_EMBEDDING_ALIAS = "default-embedding"
 
 
 _SCOPE: ContextVar[dict | None] = ContextVar("genfoundry_hub_lookup_scope", default=None)
+# The instances the current request holds leases on (a request that holds the old instance never waits
+# for that instance's own handover).
+_HELD: ContextVar[frozenset[int]] = ContextVar("genfoundry_hub_held", default=frozenset())
 
 
 @contextmanager
@@ -74,6 +77,8 @@ class ModelHub:
         self._retiring: dict[asyncio.Task, Any] = {}  # closing once their requests finish
         self.swap_log: list[dict] = []  # what replaced what, for /health and tests
         self._leases: dict[int, int] = {}  # id(instance) -> requests holding it (admitted or queued)
+        # name -> (set once the replaced instance has no requests left, id of that instance)
+        self._handovers: dict[str, tuple[asyncio.Event, int]] = {}
         # The entries, parsed once and kept while the table is unchanged: a lookup costs one small
         # aggregate query (so a change made by another process sharing the store is seen at once),
         # not a read and validation of every row.
@@ -214,6 +219,15 @@ class ModelHub:
         if model is not None:
             current = getattr(model, "spec", None)
             if current is None or _serving_key(current) == _serving_key(spec):
+                handover, old_id = self._handovers.get(spec.name, (None, None))
+                if handover is not None and not handover.is_set() and old_id not in _HELD.get():
+                    # A switch is in progress: this request waits for the old engine's last requests
+                    # rather than run beside them (two engines decoding at once on the same cores slow
+                    # each other far more than waiting costs; see docs/tune.md).
+                    try:
+                        await asyncio.wait_for(handover.wait(), self.settings.request_timeout)
+                    except asyncio.TimeoutError:
+                        pass
                 return model
             # The entry changed under a running model (a promotion, a rollback, an edit, perhaps by another
             # process): start the new one beside it and keep serving with this one until it is warm.
@@ -241,8 +255,11 @@ class ModelHub:
 
     async def _swap(self, spec: ModelSpec, old: Any) -> None:
         started = time.monotonic()
-        new = self.create(spec)
+        new = None
         try:
+            new = self.create(spec)
+            if hasattr(new, "replacing"):
+                new.replacing = True  # start without the engine's own warm-up run: the old one is busy serving
             await new.warm_up()
         except Exception as exc:  # a corrupt adapter, a missing file: the old engine goes on serving
             self._failed[spec.name] = (_serving_key(spec), time.monotonic(), f"{type(exc).__name__}: {exc}")
@@ -250,47 +267,72 @@ class ModelHub:
                                   "at": dt.datetime.now(dt.UTC).isoformat()})
             log.error("model '%s' changed but its new version failed to start (%s); still serving the old one",
                       spec.name, exc)
-            try:
-                await new.close()
-            except Exception:
-                pass
+            if new is not None:
+                try:
+                    await new.close()
+                except Exception as close_exc:
+                    log.warning("closing the failed new instance of '%s': %s", spec.name, close_exc)
             return
+        handover = asyncio.Event()
         if self._loaded.get(spec.name) is old:
+            self._handovers[spec.name] = (handover, id(old))
             self._loaded[spec.name] = new
+        else:
+            handover.set()
         self._failed.pop(spec.name, None)
         self.swap_log.append({"model": spec.name, "ok": True, "seconds": round(time.monotonic() - started, 2),
                               "at": dt.datetime.now(dt.UTC).isoformat()})
         log.info("model '%s' now served by its new version (warm in %.1f s)", spec.name, time.monotonic() - started)
-        self._retire_later(spec.name, old)
+        self._retire_later(spec.name, old, handover)
 
-    def _retire_later(self, name: str, model: Any) -> None:
+    def _retire_later(self, name: str, model: Any, handover: asyncio.Event | None = None) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a CLI command): nothing can be in flight
             return
-        task = loop.create_task(self._retire(name, model))
+        task = loop.create_task(self._retire(name, model, handover))
         self._retiring[task] = model
         task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
-    async def _retire(self, name: str, model: Any) -> None:
-        """Close a replaced instance once the requests it is serving have finished."""
+    async def _retire(self, name: str, model: Any, handover: asyncio.Event | None = None) -> None:
+        """Close a replaced instance once the requests it is serving have finished; then requests waiting
+        for the handover go to its successor."""
         deadline = time.monotonic() + self.settings.request_timeout
-        await asyncio.sleep(0.5)  # a caller that looked the model up a moment ago takes its lease now
-        while self._busy(model) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            await asyncio.sleep(0.2)  # a caller that looked the model up a moment ago takes its lease now
+            while self._busy(model) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            if handover is not None:
+                handover.set()
+                if self._handovers.get(name, (None,))[0] is handover:
+                    self._handovers.pop(name, None)
         try:
             await model.close()
         except Exception as exc:
             log.warning("closing the replaced instance of '%s' failed: %s", name, exc)
+
+    def unload(self, name: str) -> bool:
+        """Stop a loaded model once its requests finish (it loads again on next use); False if not loaded."""
+        model = self._loaded.pop(name, None)
+        if model is None:
+            return False
+        self._retire_later(name, model)
+        return True
 
     @contextmanager
     def lease(self, model: Any) -> Iterator[Any]:
         """Hold ``model`` for one request: a replaced instance is closed only once nobody holds it."""
         key = id(model)
         self._leases[key] = self._leases.get(key, 0) + 1
+        held = _HELD.set(_HELD.get() | {key})
         try:
             yield model
         finally:
+            try:
+                _HELD.reset(held)
+            except ValueError:  # released from another task (a stream closed by the server): nothing to undo
+                pass
             left = self._leases[key] - 1
             if left:
                 self._leases[key] = left

@@ -130,7 +130,7 @@ def resolve_base(spec: ModelSpec, *, progress=None) -> BaseModel:
             "here to train; pick a local GGUF or Hugging Face model (`genfoundry models list`)", param="base")
     if spec.options.get("adapter"):
         raise InvalidRequest(f"model '{spec.name}' is itself a tuned adapter; train on its base "
-                             f"'{spec.options.get('base_model', 'the base model')}' instead", param="base")
+                             f"'{spec.options.get('tuned_from', 'the base model')}' instead", param="base")
     if spec.provider == "transformers":
         folder = Path(spec.location).expanduser()
         if not (folder / "config.json").is_file():

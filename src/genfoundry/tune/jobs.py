@@ -109,7 +109,7 @@ class TuneJobs:
                                  param="model")
         if spec.options.get("adapter"):
             raise InvalidRequest(f"model '{spec.name}' is a tuned adapter; train on its base "
-                                 f"'{spec.options.get('base_model')}'", param="model")
+                                 f"'{spec.options.get('tuned_from')}'", param="model")
         if suffix is not None and not (0 < len(suffix) <= 40 and all(c.isalnum() or c in "-_." for c in suffix)):
             raise InvalidRequest("suffix: up to 40 letters, digits, '-', '_' or '.'", param="suffix")
         ds = Datasets(self.settings, self.store)
@@ -301,6 +301,10 @@ class TuneJobs:
             self._finish(job_id, "cancelled", error=str(exc))
             emit("status", f"cancelled: {exc}", {"status": "cancelled"})
             return self.get(job_id)
+        except KeyboardInterrupt:  # Ctrl-C in `tune run`: resumable from the last checkpoint
+            self._finish(job_id, "cancelled", error="interrupted; `genfoundry tune resume` continues it")
+            self.event(job_id, "status", "interrupted", {"status": "cancelled"}, level="warning")
+            raise
         except Exception as exc:
             self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
             self.event(job_id, "status", f"failed: {exc}", {"status": "failed"}, level="error")
@@ -319,7 +323,13 @@ class TuneJobs:
         result = {"metrics": metrics, "adapter_dir": str(adapter_dir),
                   "adapter_sha256": file_sha256(adapter_dir / "adapter_model.safetensors"),
                   "base": {"name": base.name, "folder": str(base.folder)}}
-        options: dict[str, Any] = {"base_model": base.name, "tune_job": job["id"]}
+        from genfoundry.data.datasets import Datasets
+        # What it learned from travels with it: a tuned model can repeat its training rows to anyone who may
+        # call it, so whoever grants access to it should see what those rows were.
+        trained_on = Datasets(self.settings, self.store).get(job["dataset"]).sensitivity
+        options: dict[str, Any] = {"tuned_from": base.name, "tune_job": job["id"],
+                                   "trained_on": f"{job['dataset']}@v{job['dataset_version']}",
+                                   "trained_on_sensitivity": trained_on}
         if base.gguf is not None:
             gguf = export_gguf_adapter(base.folder, adapter_dir, run_dir / "adapter.gguf")
             result.update(adapter_gguf=str(gguf), adapter_gguf_sha256=file_sha256(gguf))

@@ -239,8 +239,13 @@ async def promote(ctx: GateContext, job_id: str, *, target: str | None = None, s
     if "test" in suites:
         rows = Datasets(ctx.settings, ctx.store).rows(job["dataset"], job["dataset_version"], split="test")
         items = gate_items(rows)
-    report = await evaluate(ctx, candidate, incumbent, suites=suites, items=items, answers_options=answers_options,
-                            margin=margin)
+    try:
+        report = await evaluate(ctx, candidate, incumbent, suites=suites, items=items,
+                                answers_options=answers_options, margin=margin)
+    finally:
+        # The candidate's engine was started for the gate only; left running it would compete with the
+        # engines that serve (a promotion starts the target's own).
+        ctx.hub.unload(candidate)
     report.update(job_id=job_id, target=target, forced=bool(force and not report["passed"]), at=utcnow().isoformat())
     _record_gate(ctx, job_id, report)
     if not report["passed"] and not force:

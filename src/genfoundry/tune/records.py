@@ -107,13 +107,43 @@ class _Tokens:
 
     @property
     def bos(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
+        """What the tokenizer puts before a text when asked for special tokens (BOS for most), as the
+        serving side's encode(..., add_special_tokens=True) does."""
+        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        if len(special) > len(plain) and special[len(special) - len(plain):] == plain:
+            return special[:len(special) - len(plain)]
+        return []
 
     @property
     def eos(self) -> list[int]:
         eos = self.tokenizer.eos_token_id
         return [eos] if eos is not None else []
+
+
+def _template_segments(messages: list[Message], tokenizer) -> list[tuple[str, bool]] | None:
+    """Pieces of the conversation rendered by the tokenizer's own chat template (as the transformers
+    provider and llama.cpp render it for a model that carries one): each assistant turn is what the
+    template adds after the generation prompt, end-of-turn marker included."""
+    turns = [i for i, m in enumerate(messages) if m.role == "assistant"]
+    if not turns or not any((messages[i].content or "").strip() for i in turns):
+        return None
+
+    def render(upto: int, prompt: bool) -> str:
+        return tokenizer.apply_chat_template([{"role": m.role, "content": m.content or ""} for m in messages[:upto]],
+                                             tokenize=False, add_generation_prompt=prompt)
+
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for i in turns:
+        prompt, full = render(i, True), render(i + 1, False)
+        if not full.startswith(prompt):
+            return None
+        if not prompt.startswith(done):  # history rendered differently later on: learn the last turn only
+            segments, done = [], ""
+        segments += [(prompt[len(done):], False), (full[len(prompt):], True)]
+        done = full
+    return segments
 
 
 def _chat_segments(messages: list[Message], template: TurnTemplate) -> list[tuple[str, bool]] | None:
@@ -137,9 +167,12 @@ def _chat_segments(messages: list[Message], template: TurnTemplate) -> list[tupl
 
 
 def encode_rows(rows: list[dict], tokenizer, template: TurnTemplate, *, fmt: str, max_length: int,
-                fields: dict[str, str] | None = None) -> tuple[list[Encoded], EncodeReport]:
-    """Encode each row; rows that cannot be used are counted by reason (never silently dropped)."""
+                tokenizer_template: bool = True) -> tuple[list[Encoded], EncodeReport]:
+    """Encode each row; rows that cannot be used are counted by reason (never silently dropped). Chat rows
+    use the tokenizer's chat template when it has one (and ``tokenizer_template``), else ``template``."""
     tok = _Tokens(tokenizer)
+    own_template = tokenizer_template and bool(getattr(tokenizer, "chat_template", None))
+    bos = tok.bos
     report = EncodeReport(format=fmt)
     out: list[Encoded] = []
     for n, row in enumerate(rows, start=1):
@@ -150,7 +183,7 @@ def encode_rows(rows: list[dict], tokenizer, template: TurnTemplate, *, fmt: str
             if messages is None:
                 report.skip("messages is not a list of {role, content} turns", where)
                 continue
-            segments = _chat_segments(messages, template)
+            segments = _template_segments(messages, tokenizer) if own_template else _chat_segments(messages, template)
             if segments is None:
                 report.skip("no assistant turn with text to learn", where)
                 continue
@@ -166,7 +199,8 @@ def encode_rows(rows: list[dict], tokenizer, template: TurnTemplate, *, fmt: str
                 report.skip("empty text", where)
                 continue
             segments = [(text, True)]
-        ids, labels = list(tok.bos), [IGNORE] * len(tok.bos)
+        start = [] if fmt == "chat" and own_template else bos  # a chat template writes its own BOS
+        ids, labels = list(start), [IGNORE] * len(start)
         for text, trained in segments:
             piece = tok(text)
             ids += piece

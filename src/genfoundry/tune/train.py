@@ -57,10 +57,10 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate (linear decay after warmup).")
     epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = Field(4, ge=1, le=256, description="Packed blocks per step.")
+    batch_size: int = Field(4, ge=1, le=256, description="Examples (or packed blocks) per step.")
     grad_accum: int = Field(1, ge=1, le=256, description="Steps of gradients summed per optimizer step.")
     max_length: int = Field(512, ge=16, le=32768, description="Tokens per packed block (and longest example).")
-    packing: bool = Field(True, description="Pack several examples into each block.")
+    packing: bool = Field(False, description="Pack several examples into each block of max_length tokens (fewer, longer steps; measured slower per token on CPU, see docs/benchmarks.md).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate on dev (and checkpoint) every N optimizer steps; default: about 4 times per epoch.")
@@ -97,18 +97,21 @@ def hardware() -> dict[str, Any]:
 
 
 def estimate_memory(model_config: dict, *, parameters: int, lora_parameters: int, block_tokens: int,
-                    trained_tokens: int) -> int:
+                    trained_tokens: int, longest: int | None = None) -> int:
     """Peak bytes a step needs, roughly: fp32 weights, LoRA weights with Adam state and gradients,
     activations kept for the backward pass, and logits (with their gradient) where labels are."""
     hidden = int(model_config.get("hidden_size", 1024))
     inter = int(model_config.get("intermediate_size", 4 * hidden))
     layers = int(model_config.get("num_hidden_layers", 24))
     vocab = int(model_config.get("vocab_size", 32000))
+    heads = int(model_config.get("num_attention_heads", 8))
     weights = parameters * 4
     lora = lora_parameters * 4 * 4
-    activations = block_tokens * layers * (12 * hidden + 4 * inter) * 4
+    activations = 2 * block_tokens * layers * (12 * hidden + 4 * inter) * 4
+    attention = 3 * block_tokens * min(block_tokens, longest or block_tokens) * heads * layers * 4
     logits = trained_tokens * vocab * 4 * 3
-    return int((weights + lora + activations + logits) * 1.2) + 300 * 2**20  # + the runtime itself
+    # + about 1 GiB for torch and transformers themselves (measured: docs/benchmarks.md#fine-tuning)
+    return int((weights + lora + activations + attention + logits) * 1.2) + 2**30
 
 
 def _dev_rows(train_rows: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -251,14 +254,19 @@ def train(base: TuneBase, train_rows: list[dict], dev_rows: list[dict], config: 
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base.folder, local_files_only=True)
-    template = template_for(base.architecture)
+    # Rendered as the serving provider will render it: llama.cpp prefers an explicit chat_template option
+    # to the model's own template; transformers uses the tokenizer's template when there is one.
+    template = template_for(base.architecture, base.spec.options.get("chat_template"))
+    tokenizer_template = not (base.gguf is not None and base.spec.options.get("chat_template"))
     columns = set().union(*(r.keys() for r in train_rows)) if train_rows else set()
     fmt = detect_format(columns, config.format)
     if len(dev_rows) < MIN_DEV_ROWS:  # too few to judge a checkpoint by: hold out a share of train too
         train_rows, carved = _dev_rows(train_rows, config.dev_fraction)
         dev_rows = [*dev_rows, *carved]
-    train_examples, report = encode_rows(train_rows, tokenizer, template, fmt=fmt, max_length=config.max_length)
-    dev_examples, dev_report = encode_rows(dev_rows, tokenizer, template, fmt=fmt, max_length=config.max_length)
+    train_examples, report = encode_rows(train_rows, tokenizer, template, fmt=fmt, max_length=config.max_length,
+                                         tokenizer_template=tokenizer_template)
+    dev_examples, dev_report = encode_rows(dev_rows, tokenizer, template, fmt=fmt, max_length=config.max_length,
+                                           tokenizer_template=tokenizer_template)
     if not train_examples:
         raise InvalidRequest(f"no usable training example in {report.rows} rows ({report.skipped}; "
                              f"first: {'; '.join(report.first_errors) or 'none'})", param="dataset")
@@ -275,7 +283,7 @@ def train(base: TuneBase, train_rows: list[dict], dev_rows: list[dict], config: 
     trained_per_step = max(sum(sorted((sum(1 for x in b["labels"] if x != IGNORE) for b in train_blocks),
                                       reverse=True)[:config.batch_size]), 1)
     needed = estimate_memory(model_config, parameters=parameters, lora_parameters=lora_parameters,
-                             block_tokens=longest * config.batch_size, trained_tokens=trained_per_step)
+                             block_tokens=longest * config.batch_size, trained_tokens=trained_per_step, longest=longest)
     free = available_bytes if available_bytes is not None else _available_memory()
     if free is not None and needed > free * 0.85:
         raise InvalidRequest(

@@ -110,6 +110,8 @@ async def create_job(body: JobCreate, request: Request, key: ApiKey = Depends(wr
     name, version = _dataset_ref(body.training_file)
 
     def create():
+        from genfoundry.gateway.generation import check_model_access
+        check_model_access(key, jobs.hub.resolve(body.model), body.model)  # a key limited to some models trains only those
         sensitivity = Datasets(jobs.settings, jobs.store).get(name).sensitivity
         if key.role != "admin" and sensitivity not in ("public", "internal"):
             raise PermissionDenied(f"dataset {name!r} is {sensitivity}: admin keys only", param="training_file")

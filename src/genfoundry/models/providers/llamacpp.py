@@ -129,6 +129,7 @@ class LlamaCppModel:
         self.n_ctx = min(self.settings.llama_context, spec.context_length or self.settings.llama_context)
         self.concurrency = 1
         self.in_flight = 0
+        self.replacing = False  # set by the hub when this instance takes over from a running one
 
     @property
     def engine(self) -> ServerEngine | InProcessEngine | None:
@@ -166,10 +167,11 @@ class LlamaCppModel:
         adapter, scale = self._adapter()
         if choice in ("server", "auto") and binary is not None:
             lora = ["--lora-scaled", f"{adapter}:{scale}"] if adapter else []
+            quiet = ["--no-warmup"] if self.replacing else []
             return ServerEngine(binary, self.spec.location, n_ctx=self.n_ctx,
                                 parallel=self.settings.llama_parallel, n_threads=threads,
                                 timeout=self.settings.request_timeout,
-                                extra_args=shlex.split(self.settings.llama_server_args) + lora)
+                                extra_args=shlex.split(self.settings.llama_server_args) + lora + quiet)
         return InProcessEngine(self.spec.location, n_ctx=self.n_ctx, n_threads=threads, lora_path=adapter,
                                lora_scale=scale)
 
