@@ -233,6 +233,10 @@ def test_job_states_cancel_resume_and_a_dead_worker(world):
     found = jobs.get(job["id"])
     assert found["status"] == "failed" and "worker process died" in found["error"]
     assert jobs.resume(job["id"])["status"] == "queued"
+    mine = jobs.create(base="gguf-base", dataset="codes", foreground=True)  # `tune run` runs it: not the queue's
+    assert jobs.next_queued()["id"] == job["id"]
+    jobs.cancel(job["id"])
+    assert jobs.next_queued() is None and jobs.get(mine["id"])["status"] == "queued"
     running = jobs.create(base="gguf-base", dataset="codes")
     jobs._claim(running["id"])
     jobs._update(running["id"], worker_pid=os.getpid())

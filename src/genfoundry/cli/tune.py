@@ -127,7 +127,8 @@ def run(ctx: typer.Context,
                                    "format": fmt, "eval_steps": eval_steps, "early_stopping_patience": patience,
                                    "seed": seed})
     jobs = _jobs(context)
-    job = jobs.create(base=base, dataset=data, version=version, config=config, suffix=suffix, actor="cli")
+    job = jobs.create(base=base, dataset=data, version=version, config=config, suffix=suffix, actor="cli",
+                      foreground=not queue)
     if queue:
         _print_job(job, as_json)
         return
@@ -267,7 +268,7 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(...)):
 def resume(ctx: typer.Context, job_id: str = typer.Argument(...), queue: bool = typer.Option(False, "--queue", help="Queue it for the gateway instead of running it here.")):
     """Continue a failed or cancelled job from its last checkpoint."""
     jobs = _jobs(get_context(ctx))
-    job = jobs.resume(job_id, actor="cli")
+    job = jobs.resume(job_id, actor="cli", foreground=not queue)
     if not queue:
         with _Bar() as bar:
             job = jobs.run(job_id, on_event=bar)

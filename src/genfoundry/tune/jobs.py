@@ -97,7 +97,9 @@ class TuneJobs:
 
     # -- creating -------------------------------------------------------------------------------------
     def create(self, *, base: str, dataset: str, version: int | None = None, config: TrainConfig | None = None,
-               suffix: str | None = None, actor: str = "local") -> dict:
+               suffix: str | None = None, actor: str = "local", foreground: bool = False) -> dict:
+        """Check and queue a job. ``foreground``: this process will run it (`tune run`), so the gateway's
+        queue leaves it alone."""
         from genfoundry.data.datasets import Datasets
         from genfoundry.tune.base import TRAINABLE_PROVIDERS
 
@@ -120,7 +122,7 @@ class TuneJobs:
         job_id = "ftjob-" + uuid.uuid4().hex[:20]
         row = {"id": job_id, "status": "queued", "base_model": spec.name, "dataset": dataset,
                "dataset_version": v.number, "suffix": suffix, "config": config.model_dump(mode="json"),
-               "created_by": actor, "created_at": utcnow()}
+               "created_by": actor, "created_at": utcnow(), "worker_pid": os.getpid() if foreground else None}
         with self.store.begin() as conn:
             conn.execute(self.store.tables.tune_jobs.insert().values(**row))
         self.event(job_id, "status", f"queued: {spec.name} on {v.ref}", {"status": "queued"})
@@ -212,20 +214,22 @@ class TuneJobs:
         audit.record(self.store, action="tune.cancel", actor=actor, target=job_id)
         return self.get(job_id)
 
-    def resume(self, job_id: str, *, actor: str = "local") -> dict:
+    def resume(self, job_id: str, *, actor: str = "local", foreground: bool = False) -> dict:
         job = self.get(job_id)
         if job["status"] not in ("failed", "cancelled"):
             raise Conflict(f"job '{job_id}' is {job['status']}; only failed or cancelled jobs resume", param="job_id")
-        self._update(job_id, status="queued", cancel_requested=False, error=None, finished_at=None, worker_pid=None)
+        self._update(job_id, status="queued", cancel_requested=False, error=None, finished_at=None,
+                     worker_pid=os.getpid() if foreground else None)
         self.event(job_id, "status", f"queued again by {actor}; it continues from its last checkpoint",
                    {"status": "queued"})
         return self.get(job_id)
 
     def next_queued(self) -> dict | None:
+        """The oldest queued job no live process has taken for itself (`tune run` runs its own)."""
         t = self.store.tables.tune_jobs
         with self.store.begin() as conn:
-            row = conn.execute(sa.select(t).where(t.c.status == "queued").order_by(t.c.created_at).limit(1)).mappings().first()
-        return dict(row) if row else None
+            rows = conn.execute(sa.select(t).where(t.c.status == "queued").order_by(t.c.created_at)).mappings().all()
+        return next((dict(r) for r in rows if not _pid_alive(r["worker_pid"])), None)
 
     def delete(self, job_id: str, *, actor: str = "local") -> None:
         job = self.get(job_id)
