@@ -209,3 +209,25 @@ async def _load_while_switching(gw, job_id: str) -> tuple[list[str], dict[str, l
     await admin.aclose()
     await client.close()
     return failures, latencies
+
+
+def test_export_writes_merged_weights_and_a_gguf_that_llama_cpp_serves(world, tmp_path):
+    env = {**os.environ, "GENFOUNDRY_HOME": str(world["home"]), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "merged"
+    done = subprocess.run([sys.executable, "-m", "genfoundry.cli", "tune", "export", world["job"]["id"], "--out",
+                           str(out), "--gguf"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    from genfoundry.models.providers.llamacpp import LlamaCppModel
+    from genfoundry.models.spec import ModelSpec
+
+    async def ask():
+        model = LlamaCppModel(ModelSpec(name="merged", provider="llamacpp", location=str(out / "model.gguf"),
+                                        options={"engine": "inprocess", "chat_template": "gemma"}), world["settings"])
+        await model.warm_up()
+        try:
+            return await model.generate(GenerationRequest(messages=[Message("user", "Policy: item 5 ships in 6 days. How long?")],
+                                                          max_tokens=8, temperature=0))
+        finally:
+            await model.close()
+    assert asyncio.run(ask()).usage.completion_tokens > 0

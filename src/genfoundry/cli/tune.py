@@ -368,7 +368,12 @@ def export(ctx: typer.Context, job_id: str = typer.Argument(...),
     result = job.get("result") or {}
     if job["status"] != "succeeded" or not result.get("adapter_dir"):
         raise InvalidRequest(f"job '{job_id}' is {job['status']}; only a succeeded job has an adapter to export", param="job_id")
-    folder = merge(Path(result["base"]["folder"]), Path(result["adapter_dir"]), out)
+    base_folder = Path(result["base"]["folder"])
+    if not (base_folder / "config.json").is_file():  # the machine's cache was cleared: convert the base again
+        from genfoundry.tune.base import resolve_base
+        base_folder = resolve_base(get_context(ctx).hub().resolve(result["base"]["name"]),
+                                   progress=lambda m: console.print(escape(m), highlight=False)).folder
+    folder = merge(base_folder, Path(result["adapter_dir"]), out)
     console.print(f"merged model: {folder}", highlight=False)
     if gguf:
         path = export_gguf_model(folder, folder / "model.gguf", outtype=outtype)
