@@ -213,6 +213,26 @@ def test_a_changed_entry_that_fails_to_start_leaves_the_old_instance_serving(hub
     assert hub.swap_log[-1]["ok"] is False and "failed to start" in hub.swap_log[-1]["error"]
 
 
+def test_a_model_removed_while_its_replacement_starts_leaves_nothing_running(hub):
+    made = []
+    create = hub.create
+    hub.create = lambda entry: made.append(create(entry)) or made[-1]
+
+    async def scenario():
+        first = await hub.load("fake-chat")
+        hub.add(spec("fake-chat", aliases=["default"], options={"warm_up_delay": 0.2}), replace=True)
+        await hub.load("fake-chat")  # starts the replacement
+        switching = hub._swaps["fake-chat"]
+        hub.remove("fake-chat")
+        await switching
+        await hub.settle()
+        return first
+
+    first = asyncio.run(scenario())
+    assert first.closed and hub.loaded() == {}
+    assert len(made) == 2 and made[1].closed  # the replacement was closed too, not left running
+
+
 def test_measured_speeds_do_not_restart_a_loaded_model(hub):
     async def scenario():
         first = await hub.load("fake-chat")

@@ -273,12 +273,12 @@ class ModelHub:
                 except Exception as close_exc:
                     log.warning("closing the failed new instance of '%s': %s", spec.name, close_exc)
             return
+        if self._loaded.get(spec.name) is not old:  # removed or unloaded meanwhile: nobody wants the new one
+            self._retire_later(spec.name, new)
+            return
         handover = asyncio.Event()
-        if self._loaded.get(spec.name) is old:
-            self._handovers[spec.name] = (handover, id(old))
-            self._loaded[spec.name] = new
-        else:
-            handover.set()
+        self._handovers[spec.name] = (handover, id(old))
+        self._loaded[spec.name] = new
         self._failed.pop(spec.name, None)
         self.swap_log.append({"model": spec.name, "ok": True, "seconds": round(time.monotonic() - started, 2),
                               "at": dt.datetime.now(dt.UTC).isoformat()})
