@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 
-import httpx
 import openai
 import pytest
 
+from genfoundry.bench.tune import promotion_under_load
 from genfoundry.core import audit
 from genfoundry.core.errors import InvalidRequest
 from genfoundry.core.settings import load_settings
@@ -135,11 +135,13 @@ def test_openai_client_follows_jobs_and_a_promotion_under_streaming_load_drops_n
         with pytest.raises(openai.BadRequestError, match="none of the columns|NAME@vN"):
             client.fine_tuning.jobs.create(model="default", training_file="ships@vx")
 
-        failures, latencies = asyncio.run(_load_while_switching(gw, job["id"]))
-        assert failures == [], failures[:3]
+        # Eight streaming clients while the adapter is gated, promoted to 'support' and rolled back.
+        load = asyncio.run(promotion_under_load(gw, job["id"], hold_s=4.0))
+        assert load["failed"] == 0, load["failures"]
         switches = gw.health()["switches"]
         assert [s["ok"] for s in switches] == [True, True], switches
-        assert len(latencies["before"]) > 5 and len(latencies["during"]) > 5
+        assert load["before"]["requests"] > 5
+        assert sum(load[phase]["requests"] for phase in ("gate", "switch", "rollback")) > 5
 
         # A job made through the API is trained by the gateway's queue, in a worker process.
         made = client.fine_tuning.jobs.create(model="default", training_file="ships", suffix="api",
@@ -158,57 +160,6 @@ def test_openai_client_follows_jobs_and_a_promotion_under_streaming_load_drops_n
         stop_gateway(gw)
     actions = [a.action for a in audit.entries(store, action="tune.") if a.action != "tune.succeeded"]
     assert actions[0] == "tune.rollback" and actions[1] in ("tune.promote", "tune.promote_forced")
-
-
-async def _load_while_switching(gw, job_id: str) -> tuple[list[str], dict[str, list[float]]]:
-    """Eight streaming clients while the adapter is promoted to 'support' and rolled back."""
-    client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
-    admin = httpx.AsyncClient(base_url=gw.base_url.removesuffix("/v1"), timeout=300,
-                              headers={"Authorization": f"Bearer {gw.key}"})
-    phase = {"name": "before"}
-    latencies: dict[str, list[float]] = {"before": [], "during": [], "after": []}
-    failures: list[str] = []
-    stop = asyncio.Event()
-
-    async def stream_forever(i: int):
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                stream = await client.chat.completions.create(
-                    model="support", stream=True, max_tokens=8, temperature=0,
-                    messages=[{"role": "user", "content": f"Policy: item {i} ships in 2 days. How long?"}])
-                async for _ in stream:
-                    pass
-                latencies[phase["name"]].append(time.perf_counter() - started)
-            except Exception as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
-
-    async def switches() -> int:
-        return len((await admin.get("/health")).json()["switches"])
-
-    async def wait_switch(count: int):
-        deadline = time.monotonic() + 120
-        while await switches() < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
-    workers = [asyncio.create_task(stream_forever(i)) for i in range(8)]
-    await asyncio.sleep(4)
-    phase["name"] = "during"
-    promoted = await admin.post("/admin/tune/promotions", json={"job_id": job_id, "target": "support",
-                                                               "suites": ["test"], "force": True})
-    assert promoted.status_code == 200, promoted.text
-    await wait_switch(1)
-    await asyncio.sleep(2)
-    rolled = await admin.post("/admin/tune/rollback", json={"model": "support"})
-    assert rolled.status_code == 200, rolled.text
-    await wait_switch(2)
-    phase["name"] = "after"
-    await asyncio.sleep(2)
-    stop.set()
-    await asyncio.gather(*workers)
-    await admin.aclose()
-    await client.close()
-    return failures, latencies
 
 
 def test_export_writes_merged_weights_and_a_gguf_that_llama_cpp_serves(world, tmp_path):

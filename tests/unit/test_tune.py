@@ -245,3 +245,34 @@ def test_job_states_cancel_resume_and_a_dead_worker(world):
     assert kinds[0] == "status" and len(kinds) >= 4
     with pytest.raises(Conflict, match="cancel it first"):
         jobs.delete(running["id"])
+
+
+def test_job_events_page_newest_first_through_the_api(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from genfoundry.core.settings import load_settings
+    from genfoundry.gateway.app import create_app
+    from genfoundry.gateway.keys import create_key
+    from genfoundry.models.spec import ModelSpec
+
+    settings = load_settings(home=tmp_path, environ={}, overrides={"tune_queue": False, "guard": False})
+    app = create_app(settings, builtins=False)
+    with TestClient(app) as client:
+        rt = app.state.runtime
+        rt.hub.add(ModelSpec(name="gguf-base", provider="llamacpp", location=str(tmp_path / "none.gguf")))
+        Datasets(rt.settings, rt.store).add_version("codes", [{"prompt": "p", "completion": "c"}],
+                                                   lineage={"source": "test"})
+        jobs = TuneJobs(rt.settings, rt.store, rt.hub)
+        job = jobs.create(base="gguf-base", dataset="codes")  # event 1: queued
+        for step in range(1, 6):
+            jobs.event(job["id"], "metrics", f"step {step}", {"step": step, "loss": 1.0 / step})
+        key, _ = create_key(rt.store, name="dev", role="developer")
+        headers = {"Authorization": f"Bearer {key}"}
+        first = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events?limit=2", headers=headers).json()
+        assert [e["data"].get("step") for e in first["data"]] == [5, 4] and first["has_more"] is True
+        rest = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events?limit=10&after={first['data'][-1]['id']}",
+                          headers=headers).json()
+        assert [e["message"] for e in rest["data"]] == ["step 3", "step 2", "step 1", "queued: gguf-base on codes@1"]
+        assert rest["has_more"] is False and rest["data"][0]["type"] == "metrics"
+        bad = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events?after=nonsense", headers=headers)
+        assert bad.status_code == 400 and "after" in bad.json()["error"]["message"]

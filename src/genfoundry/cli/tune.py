@@ -176,7 +176,7 @@ def _gate_context(context: Context):
 
 def _print_report(report: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({k: v for k, v in report.items()}, default=str))
+        print(json.dumps(report, default=str))
         return
     table = Table("suite", "incumbent", "candidate", "gain", "passed")
     for name, suite in report["suites"].items():

@@ -157,10 +157,15 @@ class TuneJobs:
             row.update(status="failed", error=message, finished_at=utcnow())
         return row
 
-    def events(self, job_id: str, *, after: int = 0, limit: int = 1000, kinds: tuple[str, ...] | None = None) -> list[dict]:
+    def events(self, job_id: str, *, after: int = 0, limit: int = 1000, kinds: tuple[str, ...] | None = None,
+               newest_first: bool = False, before: int | None = None) -> list[dict]:
+        """Events in order (``after`` a number), or newest first (``before`` a number: the page after it)."""
         self.get(job_id)
         t = self.store.tables.tune_events
-        query = sa.select(t).where(t.c.job_id == job_id, t.c.seq > after).order_by(t.c.seq).limit(limit)
+        query = sa.select(t).where(t.c.job_id == job_id, t.c.seq > after).limit(limit)
+        query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq)
+        if before is not None:
+            query = query.where(t.c.seq < before)
         if kinds:
             query = query.where(t.c.kind.in_(kinds))
         with self.store.begin() as conn:

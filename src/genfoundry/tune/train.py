@@ -195,8 +195,7 @@ def _callback(on_event: Callable[[str, str, dict], None], should_stop: Callable[
 
     class _Events(TrainerCallback):
         def __init__(self):
-            self.started = time.monotonic()
-            self.last = (self.started, 0)
+            self.last = (time.monotonic(), 0)  # when, and how many tokens had been trained then
             self.cancelled = False
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -322,8 +321,8 @@ def train(base: TuneBase, train_rows: list[dict], dev_rows: list[dict], config: 
     callbacks: list = [events]
     if has_dev and config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = _trainer_class()(model=model, args=args, train_dataset=_ListDataset(train_blocks),
-                               eval_dataset=_ListDataset(dev_blocks) if has_dev else None,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_blocks,
+                               eval_dataset=dev_blocks if has_dev else None,
                                data_collator=_Collator(tokenizer.pad_token_id or 0), callbacks=callbacks)
     holder["trainer"] = trainer
     from transformers.trainer_callback import PrinterCallback
@@ -356,17 +355,6 @@ def train(base: TuneBase, train_rows: list[dict], dev_rows: list[dict], config: 
         "lora_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "resumed_from": Path(resume).name if resume else None, "adapter": str(adapter),
     }
-
-
-class _ListDataset:
-    def __init__(self, items: list[dict]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
 
 
 def _read_config(folder: Path) -> dict:

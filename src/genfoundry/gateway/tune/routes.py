@@ -154,16 +154,14 @@ async def resume_job(job_id: str, request: Request, key: ApiKey = Depends(writer
 @router.get("/v1/fine_tuning/jobs/{job_id}/events", summary="A job's events, newest first (metrics per step, evaluations, checkpoints)")
 async def job_events(job_id: str, request: Request, key: ApiKey = Depends(writer), after: str | None = None,
                      limit: int = Query(20, ge=1, le=10000)):
-    def load():
-        return _jobs(request).events(job_id, limit=100_000)
-
-    found = list(reversed(await asyncio.to_thread(load)))
+    before = None
     if after:
         try:
-            seq = int(after.rsplit("-", 1)[1])
+            before = int(after.rsplit("-", 1)[1])
         except (IndexError, ValueError) as exc:
             raise InvalidRequest("after: an event id from this list", param="after") from exc
-        found = [e for e in found if e["seq"] < seq]
+    # One more than asked for tells whether there are more.
+    found = await asyncio.to_thread(_jobs(request).events, job_id, limit=limit + 1, newest_first=True, before=before)
     data = [{"object": "fine_tuning.job.event", "id": f"ftevent-{job_id}-{e['seq']}", "created_at": _unix(e["at"]),
              "level": e["level"], "message": e["message"], "data": e["data"] or {},
              "type": "metrics" if e["kind"] in ("metrics", "eval") else "message", "kind": e["kind"]}
