@@ -670,3 +670,170 @@ def test_tune_page_follows_a_running_job(browser, tune_gateway):
     finally:
         store.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# -- the Agents page --------------------------------------------------------------------------------------------
+AGENT_ACTION = "run_test1:1"
+AGENT_ARGUMENTS = {"order_id": "A1003", "amount": 429.0}
+
+
+def _waiting_run(store, run_id: str) -> None:
+    """A ``support`` run waiting for the approval of a refund of 429: its pending action is ``RUN:1``."""
+    from genfoundry.core.store import utcnow
+
+    t, now, action = store.tables, utcnow(), f"{run_id}:1"
+    with store.begin() as conn:
+        conn.execute(t.agent_runs.insert().values(
+            id=run_id, agent="support", status="waiting", caller=None,
+            input=[{"role": "user", "content": "Refund order A1003 please"}],
+            steps=[{"n": 1, "kind": "approval", "tool": "issue_refund", "arguments": AGENT_ARGUMENTS,
+                    "action": action, "reason": "amount 429 is above 100", "observation": None}],
+            prompt_tokens=0, completion_tokens=0, cost_usd=0.0, seconds=0.0, created_at=now, updated_at=now))
+        conn.execute(t.agent_actions.insert().values(
+            id=action, run_id=run_id, step=1, tool="issue_refund", arguments=AGENT_ARGUMENTS,
+            proposed={"arguments": AGENT_ARGUMENTS, "parameters": {
+                "type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+                "required": ["order_id", "amount"]}},
+            status="pending", needs_approval=True, reason="amount 429 is above 100", created_at=now))
+
+
+@pytest.fixture(scope="module")
+def agents_gateway(tmp_path_factory):
+    """A gateway (no model loaded) whose store holds, written straight into its tables, a ``support`` run waiting
+    for the approval of a refund of 429 (its pending action ``run_test1:1``) and a succeeded run whose answer
+    carries markup. Yields the gateway."""
+    _require_browser()
+    home = tmp_path_factory.mktemp("gf-agents")
+
+    def make_runs():
+        import datetime as dt
+
+        from genfoundry.core.store import utcnow
+
+        settings = load_settings(home=home, environ={})
+        settings.ensure_home()
+        store = Store.open(settings.resolved_database_url)
+        try:
+            t = store.tables
+            _waiting_run(store, "run_test1")
+            with store.begin() as conn:
+                earlier = utcnow() - dt.timedelta(minutes=5)
+                conn.execute(t.agent_runs.insert().values(
+                    id="run_test2", agent="support", status="succeeded", caller=None,
+                    input=[{"role": "user", "content": "Has order B2002 shipped?"}],
+                    steps=[{"n": 1, "kind": "tool", "tool": "lookup_order", "arguments": {"order_id": "B2002"},
+                            "observation": {"order_id": "B2002", "status": "processing", "note": INJECTED}},
+                           {"n": 2, "kind": "answer", "tool": "final_answer", "arguments": {"answer": "Not yet."},
+                            "observation": None}],
+                    answer="Not yet. " + INJECTED, prompt_tokens=120, completion_tokens=30, cost_usd=0.0,
+                    seconds=1.5, created_at=earlier, updated_at=earlier))
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API may hold an event loop in this thread
+        pool.submit(make_runs).result()
+    gw = start_gateway(home, {"GENFOUNDRY_TUNE_QUEUE": "false"}, preload=())
+    yield gw
+    stop_gateway(gw)
+
+
+def _agent_action(gw, action_id: str) -> dict:
+    import sqlalchemy as sa
+    store = gw.store()
+    try:
+        t = store.tables.agent_actions
+        with store.begin() as conn:
+            return dict(conn.execute(sa.select(t).where(t.c.id == action_id)).mappings().one())
+    finally:
+        store.close()
+
+
+def test_agents_page_shows_a_pending_approval_refuses_bad_json_and_rejects_with_a_note(browser, agents_gateway):
+    gw = agents_gateway
+    context, tab, errors = _signed_in(browser, gw, gw.key, "#/agents")
+    decisions: list[str] = []
+    tab.on("request", lambda r: decisions.append(r.url) if r.method == "POST" and "/admin/agents/approvals/" in r.url
+           else None)
+    card = f"#agents-approvals [data-action='{AGENT_ACTION}']"
+    tab.wait_for_selector(card)
+    assert tab.text_content(f"{card} [data-testid=approval-agent]") == "support"
+    assert tab.text_content(f"{card} [data-testid=approval-tool]") == "issue_refund"
+    assert tab.text_content(f"{card} [data-testid=approval-reason]") == "amount 429 is above 100"
+    assert json.loads(tab.input_value(f"{card} [data-testid=approval-arguments]")) == AGENT_ARGUMENTS
+    assert "Refund order A1003 please" in tab.text_content(f"{card} [data-testid=approval-conversation]")
+    assert _cells(tab, f"{card} [data-testid=approval-steps] tbody tr")[0][:3] == ["1", "approval", "issue_refund"]
+    assert [b.text_content() for b in tab.query_selector_all(f"{card} button[data-decide]")] == [
+        "Approve", "Approve with edits", "Reject"]
+    # The runs and the agents (the sample support desk's, with its refund tool).
+    tab.wait_for_selector("#agents-runs tr[data-run='run_test2']")
+    assert tab.get_attribute("#agents-runs tr[data-run='run_test1']", "data-status") == "waiting"
+    tab.wait_for_selector("[data-testid=agents-list] tr[data-agent='support']")
+    assert "issue_refund · approval when amount > 100" in tab.text_content(
+        "[data-testid=agents-list] tr[data-agent='support']")
+    assert "Not yet. " + INJECTED in tab.text_content("#agents-runs") and tab.query_selector("#injected") is None
+    tab.screenshot(path=str(SHOTS / "console-agents.png"), full_page=True)
+
+    # Edited arguments that are not JSON: the page says so and sends nothing.
+    tab.fill(f"{card} [data-testid=approval-arguments]", '{"order_id": "A1003", "amount": ')
+    tab.click(f"{card} button[data-decide='edit']")
+    message = tab.wait_for_selector(f"{card} [data-testid=approval-error]:not(:empty)").text_content()
+    assert "not valid JSON" in message and "nothing was sent" in message
+    tab.fill(f"{card} [data-testid=approval-arguments]", "[1, 2]")
+    tab.click(f"{card} button[data-decide='edit']")
+    tab.wait_for_selector(f"{card} [data-testid=approval-error]:has-text('must be a JSON object')")
+    tab.click(f"{card} button[data-decide='approve']")  # plain Approve of edited arguments: refused too
+    tab.wait_for_selector(f"{card} [data-testid=approval-error]:has-text('Approve with edits')")
+    assert decisions == []
+    assert _agent_action(gw, AGENT_ACTION)["status"] == "pending"
+    tab.screenshot(path=str(SHOTS / "console-agents-bad-json.png"), full_page=True)
+
+    # Reject with a note: the action is decided (by this key, with the note) and the list is read again.
+    tab.click(f"{card} [data-reset]")
+    assert json.loads(tab.input_value(f"{card} [data-testid=approval-arguments]")) == AGENT_ARGUMENTS
+    tab.fill(f"{card} [data-testid=approval-note]", "Refunds over 400 go through the shop manager.")
+    tab.click(f"{card} button[data-decide='reject']")
+    tab.wait_for_selector("#agents-approvals [data-testid=no-approvals]")
+    assert len(decisions) == 1 and decisions[0].endswith("/admin/agents/approvals/run_test1%3A1"), decisions
+    action = _agent_action(gw, AGENT_ACTION)
+    assert action["status"] == "rejected" and action["decided_by"] and action["decided_by"].startswith("key:")
+    assert action["note"] == "Refunds over 400 go through the shop manager."
+    assert action["decided_at"] is not None and action["arguments"] == AGENT_ARGUMENTS
+    assert "rejected" in tab.text_content("#toast")
+    tab.screenshot(path=str(SHOTS / "console-agents-rejected.png"), full_page=True)
+
+    # A run's steps: its tool call with the observation as text, its answer.
+    tab.click("#agents-runs tr[data-run='run_test2'] td:nth-child(1)")
+    tab.wait_for_selector("[data-testid=run-steps] tr[data-step='2']")
+    steps = _cells(tab, "[data-testid=run-steps] tbody tr")
+    assert steps[0][:4] == ["1", "tool", "lookup_order", '{"order_id":"B2002"}'] and INJECTED in steps[0][4]
+    assert tab.text_content("[data-testid=run-status]") == "succeeded"
+    assert tab.text_content("[data-testid=run-answer]") == "Not yet. " + INJECTED
+    assert tab.query_selector("#injected") is None and tab.evaluate("location.hash") == "#/agents/run_test2"
+    tab.screenshot(path=str(SHOTS / "console-agents-run.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_agents_page_reports_an_action_decided_elsewhere_and_reads_the_list_again(browser, agents_gateway):
+    gw = agents_gateway
+    store = gw.store()
+    try:
+        _waiting_run(store, "run_test3")
+    finally:
+        store.close()
+    context, tab, errors = _signed_in(browser, gw, gw.key, "#/agents")
+    card = "#agents-approvals [data-action='run_test3:1']"
+    tab.wait_for_selector(card)
+    # Another approver approves it meanwhile; this page still shows it as pending.
+    made = _api(gw, "POST", "/admin/agents/approvals/run_test3%3A1", json={"decision": "approve"})
+    assert made.status_code == 200, made.text
+    tab.fill(f"{card} [data-testid=approval-arguments]", json.dumps({"order_id": "A1003", "amount": 99.0}))
+    tab.click(f"{card} button[data-decide='edit']")
+    toast = tab.wait_for_selector("#toast:not([hidden])").text_content()
+    assert "action run_test3:1 was already decided" in toast, toast
+    tab.wait_for_selector(card, state="detached")
+    action = _agent_action(gw, "run_test3:1")  # approved, and maybe carried out already by the resumed run
+    assert action["status"] in ("approved", "running", "done", "failed") and action["decided_by"].startswith("key:")
+    assert action["arguments"] == AGENT_ARGUMENTS and action["note"] is None  # this page's edit was not applied
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -64,6 +64,13 @@ RULES: dict[tuple[str, str], str] = {
     ("get", "/admin/tune/promotions"): "writer",
     ("post", "/admin/tune/promotions"): "admin",
     ("post", "/admin/tune/rollback"): "admin",
+    ("get", "/v1/agents"): "any",
+    ("post", "/v1/agents/{name}/runs"): "model",
+    ("get", "/v1/agents/runs"): "any",
+    ("get", "/v1/agents/runs/{run_id}"): "any",
+    ("get", "/admin/agents/approvals"): "reader",
+    ("post", "/admin/agents/approvals/{action_id}"): "reader",
+    ("post", "/v1/extract"): "model",
     ("get", "/admin/keys"): "admin",
     ("post", "/admin/keys"): "admin",
     ("delete", "/admin/keys/{key_id}"): "admin",
@@ -116,7 +123,7 @@ def world(tmp_path_factory):
         admin, _ = create_key(rt.store, name="admin", role="admin")
         keys = {"admin": admin, "developer": create_key(rt.store, name="dev", role="developer")[0],
                 "app": create_key(rt.store, name="app", role="app",
-                                  allowed_models=["own-model", "own-embed", "rag:open"])[0]}
+                                  allowed_models=["own-model", "own-embed", "rag:open", "agent:open"])[0]}
         world = {"client": client, "rt": rt, "keys": keys, "admin": {"Authorization": f"Bearer {admin}"}}
         for name, case in (("open", "own"), ("closed", "other")):
             world[f"doc:{case}"] = _collection(world, name, case)
@@ -159,7 +166,7 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         path = path.replace("{review_id}", review["id"])
     url = (path.replace("{name}", name).replace("{model}", model).replace("{document_id}", world[f"doc:{case}"])
            .replace("{trace_id}", "0" * 32).replace("{run_id}", "no-such-run").replace("{task}", "task")
-           .replace("{job_id}", "ftjob-none"))
+           .replace("{job_id}", "ftjob-none").replace("{action_id}", "run_none:1"))
     if "{key_id}" in url:
         url = url.replace("{key_id}", create_key(world["rt"].store, name=f"doomed-{uuid.uuid4().hex[:6]}")[1].id)
     bodies = {
@@ -178,6 +185,9 @@ def _request(world, method: str, path: str, case: str) -> tuple[str, dict]:
         "/v1/fine_tuning/jobs": {"model": "own-model", "training_file": "open"},
         "/admin/tune/promotions": {"job_id": "ftjob-none"},
         "/admin/tune/rollback": {"model": "own-model"},
+        f"/v1/agents/{name}/runs": {"input": "Where is my order?"},
+        "/admin/agents/approvals/run_none:1": {"decision": "approve"},
+        "/v1/extract": {"model": model, "text": "Order A1 costs 5 EUR.", "schema": {"type": "object"}},
     }
     if url == "/v1/labeling/tasks/task/reviews":
         bodies[url] = {"row_id": next(world["rows"]), "label": "spam"}  # a row nobody reviewed yet

@@ -22,11 +22,14 @@ def create(ctx: typer.Context,
            budget_period: str = typer.Option("month", help="day, month or total."),
            model: list[str] = typer.Option(None, "--model", help="Limit an app key to these models (repeatable)."),
            cost_budget: float = typer.Option(None, help="Dollars the key may spend per budget period (warnings "
-                                                        "from budget_warn_fraction, then 429).")):
+                                                        "from budget_warn_fraction, then 429)."),
+           permission: list[str] = typer.Option(None, "--permission", help="Let agents use side-effect tools "
+                                                "that need this permission for this key, e.g. refunds (repeatable).")):
     """Create a key and print it once."""
     secret, key = create_key(get_context(ctx).store, name=name, role=role, rpm_limit=rpm,
                              token_budget=token_budget, budget_period=budget_period,
-                             allowed_models=model or None, cost_budget_usd=cost_budget)
+                             allowed_models=model or None, cost_budget_usd=cost_budget,
+                             permissions=permission or None)
     console.print(f"Created {key.role} key [bold]{escape(key.name)}[/bold] (id {key.id}). It is shown only now:")
     print(secret)
 

@@ -74,6 +74,8 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime, nullable=True),
     # Dollars a key may spend per budget_period (added by m005); warnings before, 429 after.
     sa.Column("cost_budget_usd", sa.Float, nullable=True),
+    # Permissions for agents' side-effect tools (added by m009), e.g. ["refunds"].
+    sa.Column("permissions", sa.JSON, nullable=True),
 )
 
 calls = sa.Table(
@@ -353,6 +355,46 @@ tune_promotions = sa.Table(
 )
 
 
+# The agents (m009): one row per run (its conversation and steps, so a paused run survives a restart) and
+# one per side-effect action (its approval and its execution, keyed by run and step: never done twice).
+agent_runs = sa.Table(
+    "agent_runs", metadata,
+    sa.Column("id", _String(40), primary_key=True),
+    sa.Column("agent", _String(200), nullable=False, index=True),
+    sa.Column("status", _String(20), nullable=False, index=True),  # running waiting succeeded failed stopped
+    sa.Column("caller", sa.JSON, nullable=True),  # {id, name, role, permissions} of the key that started it
+    sa.Column("input", sa.JSON, nullable=False),  # the conversation the run answers
+    sa.Column("steps", sa.JSON, nullable=False),  # every step: the model's choice, the observation, usage
+    sa.Column("answer", _Text, nullable=True),
+    sa.Column("error", _Text, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+    sa.Column("seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("trace_id", _String(32), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow, index=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+agent_actions = sa.Table(
+    "agent_actions", metadata,
+    sa.Column("id", _String(64), primary_key=True),  # RUN:STEP, also the tool's idempotency key
+    sa.Column("run_id", _String(40), nullable=False, index=True),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("tool", _String(200), nullable=False),
+    sa.Column("arguments", sa.JSON, nullable=False),  # as executed (after an approver's edit)
+    sa.Column("proposed", sa.JSON, nullable=False),  # as the model proposed them
+    sa.Column("status", _String(20), nullable=False, index=True),  # pending approved rejected running done failed
+    sa.Column("needs_approval", sa.Boolean, nullable=False, default=False),
+    sa.Column("reason", _Text, nullable=True),  # why approval is needed
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("decided_by", _String(200), nullable=True),
+    sa.Column("decided_at", sa.DateTime, nullable=True),
+    sa.Column("note", _Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
@@ -377,6 +419,8 @@ class Tables:
     tune_jobs: sa.Table = tune_jobs
     tune_events: sa.Table = tune_events
     tune_promotions: sa.Table = tune_promotions
+    agent_runs: sa.Table = agent_runs
+    agent_actions: sa.Table = agent_actions
 
 
 def _owner_only(database: str) -> None:
@@ -443,6 +487,12 @@ def _m008_tune(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m009_agents(conn: Connection) -> None:
+    for table in (agent_runs, agent_actions):
+        table.create(conn, checkfirst=True)
+    _add_column(conn, "api_keys", "permissions", "JSON")
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -453,6 +503,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m006_call_collections", _m006_call_collections),
     ("m007_data", _m007_data),
     ("m008_tune", _m008_tune),
+    ("m009_agents", _m009_agents),
 ]
 
 _migration_log = sa.Table(

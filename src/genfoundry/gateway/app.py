@@ -25,6 +25,7 @@ from genfoundry.core.settings import Settings
 from genfoundry.core.store import Store
 from genfoundry.core.types import Message
 from genfoundry.gateway.admin.routes import router as admin_router
+from genfoundry.gateway.agents.routes import router as agents_router
 from genfoundry.gateway.chat.routes import router as chat_router
 from genfoundry.gateway.completions.routes import router as completions_router
 from genfoundry.gateway.console.routes import router as console_router
@@ -317,7 +318,7 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                   description="OpenAI-compatible gateway of genfoundry.")
     _install_error_handlers(app)
     for router in (chat_router, completions_router, embeddings_router, models_router, knowledge_router,
-                   data_router, tune_router, admin_router, observe_router, console_router):
+                   data_router, tune_router, agents_router, admin_router, observe_router, console_router):
         app.include_router(router)
     app.mount("/console/static", static_files(), name="console-static")
 

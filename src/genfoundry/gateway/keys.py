@@ -59,6 +59,7 @@ class ApiKey:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     cost_budget_usd: float | None = None  # dollars per budget_period
+    permissions: tuple[str, ...] = ()  # what agents may do with side-effect tools for this key ("refunds")
 
     @property
     def active(self) -> bool:
@@ -77,13 +78,14 @@ def _row_to_key(row) -> ApiKey:
     return ApiKey(id=m["id"], name=m["name"], prefix=m["prefix"], role=m["role"],
                   rpm_limit=m["rpm_limit"], token_budget=m["token_budget"],
                   budget_period=m["budget_period"], allowed_models=m["allowed_models"],
-                  created_at=m["created_at"], revoked_at=m["revoked_at"], cost_budget_usd=m["cost_budget_usd"])
+                  created_at=m["created_at"], revoked_at=m["revoked_at"], cost_budget_usd=m["cost_budget_usd"],
+                  permissions=tuple(m["permissions"] or ()))
 
 
 def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: int | None = None,
                token_budget: int | None = None, budget_period: str = "month",
                allowed_models: list[str] | None = None, cost_budget_usd: float | None = None,
-               actor: str = "local") -> tuple[str, ApiKey]:
+               permissions: list[str] | None = None, actor: str = "local") -> tuple[str, ApiKey]:
     """Create a key; returns the secret (shown once) and the stored record. Audited."""
     _check_cost_budget(cost_budget_usd)
     if role not in ROLES:
@@ -103,11 +105,13 @@ def create_key(store: Store, *, name: str, role: str = "developer", rpm_limit: i
         conn.execute(table.insert().values(
             id=key_id, name=name, key_hash=_hash(secret), prefix=secret[:12], role=role,
             rpm_limit=rpm_limit, token_budget=token_budget, budget_period=budget_period,
-            allowed_models=allowed_models, cost_budget_usd=cost_budget_usd, created_at=utcnow()))
+            allowed_models=allowed_models, cost_budget_usd=cost_budget_usd, permissions=permissions or None,
+            created_at=utcnow()))
         row = conn.execute(sa.select(table).where(table.c.id == key_id)).one()
     record(store, action="key.create", actor=actor, target=key_id,
            details={"name": name, "role": role, "rpm_limit": rpm_limit, "token_budget": token_budget,
-                    "allowed_models": allowed_models, "cost_budget_usd": cost_budget_usd})
+                    "allowed_models": allowed_models, "cost_budget_usd": cost_budget_usd,
+                    "permissions": permissions or None})
     return secret, _row_to_key(row)
 
 

@@ -34,13 +34,15 @@ class KeyCreate(BaseModel):
     token_budget: int | None = Field(None, ge=1, le=MAX_TOKEN_BUDGET)
     budget_period: Literal["day", "month", "total"] = "month"
     allowed_models: list[str] | None = None
+    permissions: list[str] | None = Field(None, description="What agents may do for this key with side-effect "
+                                                            "tools that name a permission (e.g. refunds).")
 
 
 def _key_json(key: ApiKey) -> dict:
     return {"id": key.id, "name": key.name, "prefix": key.prefix, "role": key.role,
             "rpm_limit": key.rpm_limit, "token_budget": key.token_budget,
             "budget_period": key.budget_period, "allowed_models": key.allowed_models,
-            "created_at": key.created_at.isoformat(),
+            "permissions": list(key.permissions), "created_at": key.created_at.isoformat(),
             "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
 
 

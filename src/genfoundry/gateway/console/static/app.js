@@ -529,7 +529,7 @@ async function pageEvals() {
 // -- router ---------------------------------------------------------------------------------------------------
 const pages = {chat: pageChat, collections: pageCollections, traces: pageTraces, cost: pageCost, guard: pageGuard,
   feedback: pageFeedback, drift: pageDrift, evals: pageEvals, datasets: pageDatasets, review: pageReview,
-  tune: pageTune};  // datasets.js, review.js, tune.js
+  tune: pageTune, agents: pageAgents};  // datasets.js, review.js, tune.js, agents.js
 
 async function render() {
   if (!key()) return renderLogin();
