@@ -33,7 +33,7 @@ from genfoundry.apps.tools import Tool, ToolBox, http_tool, import_tool
 from genfoundry.core.errors import ConfigError, NotFound
 from genfoundry.core.settings import Settings
 
-__all__ = ["AGENT_PREFIX", "AgentLimits", "AgentSpec", "Approval", "ToolSpec", "agent_dirs", "build_tools",
+__all__ = ["AGENT_PREFIX", "AgentLimits", "AgentSpec", "Approval", "McpSpec", "ToolSpec", "agent_dirs", "build_tools",
            "find_agent", "list_agents", "load_agent_file"]
 
 AGENT_PREFIX = "agent:"

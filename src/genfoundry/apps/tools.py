@@ -225,7 +225,7 @@ def config_value(value: str) -> str:
 # -- HTTP endpoints --------------------------------------------------------------------------------
 
 @dataclass
-class HttpCall:
+class _HttpCall:
     url: str
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)  # values may be secret references (env:NAME)
@@ -254,5 +254,5 @@ def http_tool(*, name: str, description: str, parameters: dict[str, Any], url: s
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"tool '{name}': url must start with http:// or https://")
     return Tool(name=name, description=description, parameters=parameters,
-                call=HttpCall(url=url, method=method, headers=dict(headers or {})), risk=risk,
+                call=_HttpCall(url=url, method=method, headers=dict(headers or {})), risk=risk,
                 permission=permission, timeout=timeout, source="http")
