@@ -48,6 +48,7 @@ __all__ = ["AgentOutcome", "AgentRun", "FINAL_ANSWER", "decide", "get_action", "
 FINAL_ANSWER = "final_answer"
 STEP_TOKENS = 320  # one step: a tool call or a short final answer
 MAX_INVALID = 2  # steps in a row that fail to parse or to validate before the run stops
+NEXT = "\nGive the next step as one JSON object."
 WITHHELD = "[withheld: the guard flagged this tool result as a prompt injection]"
 
 ScreenObservation = Callable[[str], Awaitable[bool]]  # True: the model may read this tool result
@@ -93,10 +94,12 @@ class _Choice:
     call_id: str | None = None
 
 
-def step_schema(tools: ToolBox) -> dict[str, Any]:
-    """The JSON schema of one step: a call of one of the tools with its arguments, or the final answer."""
+def step_schema(tools: ToolBox, *, without: set[str] = frozenset()) -> dict[str, Any]:
+    """The JSON schema of one step: a call of one of the tools (but those in ``without``) with its arguments,
+    or the final answer."""
     options = [{"type": "object", "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
-                "required": ["tool", "arguments"], "additionalProperties": False} for t in tools.tools.values()]
+                "required": ["tool", "arguments"], "additionalProperties": False}
+               for t in tools.tools.values() if t.name not in without]
     options.append({"type": "object", "properties": {
         "tool": {"const": FINAL_ANSWER},
         "arguments": {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 800}},
@@ -245,9 +248,13 @@ class AgentRun:
             request = GenerationRequest(messages=self._tool_messages(), max_tokens=STEP_TOKENS, temperature=0,
                                         tools=[t.openai() for t in self.tools.tools.values()], tool_choice="auto")
         else:
-            request = GenerationRequest(messages=self._json_messages(), max_tokens=STEP_TOKENS, temperature=0,
-                                        json_schema=step_schema(self.tools) if self.constrained else None,
-                                        stop=["\nObservation"])
+            messages = self._json_messages()
+            request = GenerationRequest(messages=messages, max_tokens=STEP_TOKENS, temperature=0,
+                                        json_schema=step_schema(self.tools, without=self._looping())
+                                        if self.constrained else None, stop=["\nObservation"])
+            if self._base_model():  # a base model continues the transcript itself, as a completion
+                request.messages = None
+                request.prompt = f"{messages[0].content}{messages[1].content.removesuffix(NEXT)}"
         generation = await self.generate(self.spec.model, request)
         self._spent(generation.usage, time.perf_counter() - started)
         if self.mode == "tools":
@@ -262,6 +269,21 @@ class AgentRun:
                                'with one JSON object: {"tool": NAME, "arguments": {...}}.'})
             return None
         return _Choice(data["tool"], data.get("arguments", {}), generation.text)
+
+    def _base_model(self) -> bool:
+        """A model trained only to continue text (the hub's ``base_model`` option, e.g. the built-in one)."""
+        if self.hub is None:
+            return False
+        try:
+            return bool(self.hub.resolve(self.spec.model).options.get("base_model"))
+        except GenfoundryError:
+            return False
+
+    def _looping(self) -> set[str]:
+        """A tool whose identical call was just repeated is left out of the next step's choices: a small model
+        that copies its last step is steered on instead of stopped."""
+        last = self.steps[-1] if self.steps else None
+        return {last["tool"]} if last is not None and last["kind"] == "repeat" else set()
 
     def _spent(self, usage: Usage, seconds: float) -> None:
         self.usage = Usage(self.usage.prompt_tokens + usage.prompt_tokens,
@@ -293,7 +315,7 @@ class AgentRun:
             lines.append(step["raw"].strip() if step["kind"] == "invalid" else
                          json.dumps({"tool": step["tool"], "arguments": step["arguments"]}, ensure_ascii=False))
             lines.append(f"Observation: {step['observation']}")
-        lines.append("Give the next step as one JSON object.")
+        lines.append(NEXT.strip())
         return [Message(role="system", content=system), Message(role="user", content="\n".join(lines))]
 
     def _tool_messages(self) -> list[Message]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from genfoundry.cli import audit, bench, collections, engine, guard, keys, models, observe, tune
+from genfoundry.cli import agents, audit, bench, collections, engine, guard, keys, models, observe, tune
 from genfoundry.cli.chat import chat
 from genfoundry.cli.data import data_app, label_app, synth_app
 from genfoundry.cli.common import Context
@@ -53,6 +53,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
 app.add_typer(synth_app, name="synth")
 app.add_typer(tune.app, name="tune")
+app.add_typer(agents.app, name="agent")
+app.command("extract")(agents.extract_command)
 
 
 def main() -> None:
