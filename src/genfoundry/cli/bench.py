@@ -309,3 +309,42 @@ def tune(ctx: typer.Context,
         result = run_tune_bench(Path(scratch), steps=steps, rank=rank, parts=chosen,
                                 progress=lambda m: err_console.print(m, style="dim"))
     _report(context.settings, "tune", result, out)
+
+
+@app.command("agents")
+@handle_errors
+def agents(ctx: typer.Context,
+           model: list[str] = typer.Option(None, "--model", help="Hub models to run the support agent on "
+                                                                  "(repeatable; default: the built-in model)."),
+           peer: bool = typer.Option(True, "--peer/--no-peer", help="Also run the built-in model without the "
+                                                                    "step grammar (same prompt)."),
+           limit: int = typer.Option(None, min=1, help="Only the first N tickets."),
+           out: Path = typer.Option(None, help="Also write the JSON here.")):
+    """Agents on the sample support desk's tickets: right tools, resolved, steps, tokens, cost, latency,
+    side effects without approval (attack tickets included), steps that failed to parse."""
+    import asyncio
+    import tempfile
+
+    from genfoundry.bench.agents import run_agents_bench
+    from genfoundry.core.settings import load_settings
+    from genfoundry.gateway.app import open_runtime
+
+    context = get_context(ctx)
+    models = model or ["default"]
+    user_hub = context.hub()
+    extra = [user_hub.resolve(name) for name in models if name != "default"]  # unknown models fail here
+
+    async def work(scratch: Path):
+        settings = load_settings(home=scratch, environ={})
+        ensure_vault_key(settings)
+        async with open_runtime(settings) as rt:
+            for spec in extra:
+                if spec.name not in {s.name for s in rt.hub.list()}:
+                    rt.hub.add(spec)
+            return await run_agents_bench(rt, models=[s.name for s in extra] if "default" not in models
+                                          else ["default", *[s.name for s in extra]], peer=peer, limit=limit,
+                                          progress=lambda m: err_console.print(m, style="dim"))
+
+    with tempfile.TemporaryDirectory(prefix="bench-agents-") as scratch:  # its own orders, runs and audit log
+        result = asyncio.run(work(Path(scratch)))
+    _report(context.settings, "agents", result, out)

@@ -82,8 +82,9 @@ def _knowledge(rt: Runtime, key: ApiKey | None):
 
 
 async def run_agent(rt: Runtime, ctx: CallContext, spec: AgentSpec, messages: list[Message] | None = None, *,
-                    resume: str | None = None) -> AgentOutcome:
-    """Start a run on ``messages``, or resume run ``resume``; the run is stored whatever happens."""
+                    resume: str | None = None, constrained: bool = True) -> AgentOutcome:
+    """Start a run on ``messages``, or resume run ``resume``; the run is stored whatever happens.
+    ``constrained=False`` drops the step grammar (only the benchmark's peer wants that)."""
     screen = None
     with start_span(f"agent {spec.name}", {"genfoundry.agent": spec.name, "genfoundry.agent.resume": bool(resume)}):
         async with AsyncExitStack() as stack:
@@ -95,7 +96,7 @@ async def run_agent(rt: Runtime, ctx: CallContext, spec: AgentSpec, messages: li
             async def screen_observation(text: str) -> bool:
                 return bool(await rt.guard.screen_passages(screen, [text]))
             run = AgentRun(spec, tools, generate=_step_generate(rt, ctx), store=rt.store, hub=rt.hub,
-                           caller=caller_of(ctx.key), mode=step_mode(rt, spec),
+                           caller=caller_of(ctx.key), mode=step_mode(rt, spec), constrained=constrained,
                            screen_observation=screen_observation if screen is not None else None,
                            actor=f"key:{ctx.key.id}" if ctx.key else "local", trace_id=current_trace_id(),
                            home=rt.settings.home)
