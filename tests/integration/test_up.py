@@ -33,6 +33,7 @@ def test_up_shows_the_platform_working(tmp_path):
     assert re.search(r"tokens: \d+ in, \d+ out · latency \d+ ms \(first token \d+ ms\) · cost \$0\.\d+", first)
     assert "curl http://127.0.0.1:" in first and "from openai import OpenAI" in first
     assert "refused: 400 guard_blocked (input.injection)" in first
+    assert "An agent (agent:support" in first and re.search(r"^  1\. lookup_order ", first, re.M)
     assert "trace: genfoundry traces show " in first and "/console   sign in with the key" in first
 
     assert "Created the vault key" in first and (tmp_path / "vault.key").stat().st_mode & 0o777 == 0o600

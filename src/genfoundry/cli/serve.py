@@ -174,6 +174,35 @@ def _guard_demo(base_url: str, key: str) -> None:
                       "is in the audit log: genfoundry audit prove --since 1d", highlight=False, soft_wrap=True)
 
 
+AGENT_TICKET = "The tent from order A1003 leaks at the seams. I want all 429 EUR back."
+
+
+def _agent_demo(base_url: str, key: str) -> None:
+    """Show the sample support desk's agent acting on a ticket, as any OpenAI client sees it."""
+    import json
+
+    import openai
+    from rich.markup import escape
+
+    console.print("[bold]An agent[/bold] (agent:support: the sample support desk, refunds over 100 EUR wait for "
+                  f"a person):\n  > {AGENT_TICKET}", soft_wrap=True)
+    try:
+        response = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0).chat.completions.create(
+            model="agent:support", messages=[{"role": "user", "content": AGENT_TICKET}])
+    except openai.APIError as err:
+        console.print(f"  < the agent could not run: {escape(str(err))}", soft_wrap=True)
+        return
+    run = response.model_extra.get("agent_run") or {}
+    for step in run.get("steps", []):
+        if step["kind"] != "final":
+            console.print(f"  {step['n']}. {step['tool']} {escape(json.dumps(step['arguments']))}"
+                          f"{' [yellow](waiting for approval)[/yellow]' if step['kind'] == 'approval' else ''}",
+                          soft_wrap=True, highlight=False)
+    console.print(f"  < {escape(response.choices[0].message.content or '')}", soft_wrap=True)
+    if run.get("status") == "waiting":
+        console.print("  Decide it in the console's Agents page, or: genfoundry agent approvals", highlight=False)
+
+
 def _howto(base_url: str, key_hint: str) -> None:
     console.print(f"""
 [bold]The gateway is serving on {base_url}[/bold]  (Ctrl-C to stop)
@@ -195,6 +224,9 @@ Python:
 Grounded answers from your documents (any OpenAI client; citations in the response):
   genfoundry ingest ./my-docs --collection docs   then model="rag:docs"
 
+Agents that act with tools (approvals for side effects): model="agent:support"
+  genfoundry agent run support "Has order A1007 shipped?"   · your own: ~/.genfoundry/agents/NAME.yaml
+
 More: genfoundry models list · genfoundry logs · genfoundry usage · genfoundry traces list · genfoundry chat
 """, highlight=False, soft_wrap=True)
 
@@ -213,7 +245,8 @@ def up(ctx: typer.Context,
         console.print("Created an admin API key. It is shown only now; keep it:")
         print(admin)
     _first_start(context)
-    demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="developer")
+    demo_secret, demo_key = (admin, None) if admin else create_key(context.store, name="up-demo", role="developer",
+                                                                                   permissions=["refunds"])
     console.print(f"Starting the gateway on {s.host}:{s.port} with {BUILTIN_CHAT} and the embedding model…",
                   soft_wrap=True)
     thread = _run_in_thread(server)
@@ -225,6 +258,7 @@ def up(ctx: typer.Context,
         _demo(base_url, demo_secret, context.store, "default")
         _knowledge_demo(base_url, demo_secret)
         _guard_demo(base_url, demo_secret)
+        _agent_demo(base_url, demo_secret)
     finally:
         if demo_key is not None:
             revoke_key(context.store, demo_key.id)
