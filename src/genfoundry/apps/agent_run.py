@@ -49,7 +49,7 @@ FINAL_ANSWER = "final_answer"
 STEP_TOKENS = 320  # one step: a tool call or a short final answer
 MAX_INVALID = 2  # steps in a row that fail to parse or to validate before the run stops
 NEXT = "\nGive the next step as one JSON object."
-WITHHELD = "[withheld: the guard flagged this tool result as a prompt injection]"
+WITHHELD = "[this tool result was withheld by the guard]"
 
 ScreenObservation = Callable[[str], Awaitable[bool]]  # True: the model may read this tool result
 
