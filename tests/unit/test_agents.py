@@ -381,3 +381,68 @@ def test_keys_carry_permissions(world):
     table = world["store"].tables.agent_runs
     with world["store"].begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+async def test_mcp_tools_over_streamable_http(tmp_path):
+    import subprocess
+
+    from genfoundry.testing.servers import free_port, stop_process
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(MCP_SERVER), "http", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**__import__("os").environ,
+                                                            "MCP_LEDGER": str(tmp_path / "ledger.txt")})
+    try:
+        config = McpServerConfig(name="remote", url=f"http://127.0.0.1:{port}/mcp")
+        for _ in range(100):  # until it listens
+            try:
+                async with McpTools(config) as server:
+                    box = ToolBox(server.tools)
+                    assert (await box.call("stock", {"sku": "XX"}, ToolContext("r", 1)))["in_stock"] == 0
+                    assert server.tools[0].source == "mcp:remote"
+                break
+            except ConfigError:
+                await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the MCP server over HTTP never answered")
+    finally:
+        stop_process(proc)
+
+
+async def test_http_tools_send_json_and_the_idempotency_key(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from genfoundry.apps.tools import http_tool
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((body, self.headers["Idempotency-Key"], self.headers.get("X-Token")))
+            status = 500 if body.get("fail") else 200
+            payload = b'{"ok": true}' if status == 200 else b"upstream broke"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        made = http_tool(name="notify", description="Notify.", url=f"http://127.0.0.1:{server.server_port}/n",
+                         parameters={"type": "object", "properties": {"fail": {"type": "boolean"}}},
+                         headers={"X-Token": "plain-value"}, risk="write")
+        box = ToolBox([made])
+        assert await box.call("notify", {}, ToolContext("run_1", 3)) == {"ok": True}
+        assert seen[0] == ({}, "run_1:3", "plain-value")
+        with pytest.raises(ToolError, match="HTTP 500: upstream broke"):
+            await box.call("notify", {"fail": True}, ToolContext("run_1", 4))
+        with pytest.raises(ConfigError, match="http:// or https://"):
+            http_tool(name="x", description="x", url="ftp://example.com", parameters={"type": "object"})
+    finally:
+        server.shutdown()
