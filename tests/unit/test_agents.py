@@ -446,3 +446,20 @@ async def test_http_tools_send_json_and_the_idempotency_key(tmp_path):
             http_tool(name="x", description="x", url="ftp://example.com", parameters={"type": "object"})
     finally:
         server.shutdown()
+
+
+async def test_forget_erases_agent_runs_and_the_audit_log_keeps_no_arguments(world):
+    from genfoundry.apps.agent_run import FORGOTTEN, forget_runs
+
+    _, outcome = await run_support(world, step("issue_refund", order_id="A1003", amount=429.0, reason="Jana Novak"),
+                                   messages=[Message(role="user", content="I am Jana Novak, refund A1003")])
+    _, other = await run_support(world, step("final_answer", answer="Hello."))
+    for entry in audit.entries(world["store"], action="agent."):
+        assert "Jana" not in json.dumps(entry.details) and "A1003" not in json.dumps(entry.details)
+    with pytest.raises(InvalidRequest):
+        forget_runs(world["store"], "ja")
+    assert forget_runs(world["store"], "jana novak") == 1
+    erased = get_run(world["store"], outcome.id)
+    assert erased["input"] == [] and erased["steps"] == [] and erased["answer"] == FORGOTTEN
+    assert "Jana" not in json.dumps(get_action(world["store"], outcome.pending["action"]), default=str)
+    assert get_run(world["store"], other.id)["answer"] == "Hello."

@@ -42,8 +42,8 @@ from genfoundry.core.errors import Conflict, GenfoundryError, InvalidRequest, No
 from genfoundry.core.store import Store, utcnow
 from genfoundry.core.types import GenerationRequest, Message, ToolCall, Usage
 
-__all__ = ["AgentOutcome", "AgentRun", "FINAL_ANSWER", "decide", "get_action", "get_run", "list_actions",
-           "list_runs", "step_schema"]
+__all__ = ["AgentOutcome", "AgentRun", "FINAL_ANSWER", "FORGOTTEN", "decide", "forget_runs", "get_action",
+           "get_run", "list_actions", "list_runs", "step_schema"]
 
 FINAL_ANSWER = "final_answer"
 STEP_TOKENS = 320  # one step: a tool call or a short final answer
@@ -391,7 +391,8 @@ class AgentRun:
             step.update(kind="denied", observation=f"Not permitted: {tool.name} needs {need}, which this caller "
                         "does not have. Do not try again; tell the customer a colleague will follow up.")
             audit.record(self.store, action="agent.tool_denied", actor=self.actor, target=f"{self.id}:{n}",
-                         details={"agent": self.spec.name, "tool": tool.name, "arguments": arguments})
+                         details={"agent": self.spec.name, "tool": tool.name,
+                                  "arguments": _fingerprint(self.home, arguments)})
             return False
         reason = self.spec.approval_for(tool).reason(arguments)
         action_id = f"{self.id}:{n}"
@@ -406,8 +407,8 @@ class AgentRun:
         if reason:
             step.update(kind="approval", action=action_id, reason=reason)
             audit.record(self.store, action="agent.approval_requested", actor=self.actor, target=action_id,
-                         details={"agent": self.spec.name, "tool": tool.name, "arguments": arguments,
-                                  "reason": reason})
+                         details={"agent": self.spec.name, "tool": tool.name,
+                                  "arguments": _fingerprint(self.home, arguments)})
             return True
         step["observation"] = await self._execute(action_id, tool, arguments, n)
         return False
@@ -434,8 +435,8 @@ class AgentRun:
                 status=status, result=json.loads(json.dumps(stored, default=str))))
         audit.record(self.store, action=f"agent.tool_{'executed' if status == 'done' else 'failed'}",
                      actor=self.actor, target=action_id,
-                     details={"agent": self.spec.name, "tool": tool.name, "arguments": arguments,
-                              "result": text[:500]})
+                     details={"agent": self.spec.name, "tool": tool.name,
+                              "arguments": _fingerprint(self.home, arguments), "result": _fingerprint(self.home, text)})
         return await self._screened(text)
 
     # -- storing ---------------------------------------------------------------------------------
@@ -520,7 +521,7 @@ def list_actions(store: Store, *, status: str | None = "pending", run_id: str | 
 
 
 def decide(store: Store, action_id: str, spec: AgentSpec, *, approve: bool, actor: str, role: str | None,
-           arguments: dict | None = None, note: str | None = None) -> dict:
+           arguments: dict | None = None, note: str | None = None, home=None) -> dict:
     """Approve (optionally with edited arguments) or reject a pending action; audited. Only the agent's
     approver roles may decide (``role`` None: the machine's own user), and only once."""
     if role is not None and role not in spec.approvers:
@@ -549,9 +550,47 @@ def decide(store: Store, action_id: str, spec: AgentSpec, *, approve: bool, acto
         raise Conflict(f"action {action_id} was decided by someone else a moment ago")
     verb = "rejected" if not approve else "edited" if edited else "approved"
     audit.record(store, action=f"agent.action_{verb}", actor=actor, target=action_id,
-                 details={"agent": spec.name, "tool": action["tool"], "proposed": action["arguments"],
-                          "arguments": arguments if edited else action["arguments"], "note": note})
+                 details={"agent": spec.name, "tool": action["tool"],
+                          "proposed": _fingerprint(home, action["arguments"]),
+                          "arguments": _fingerprint(home, arguments if edited else action["arguments"])})
     return get_action(store, action_id)
+
+
+FORGOTTEN = "[forgotten]"
+
+
+def forget_runs(store: Store, needle: str) -> int:
+    """Erase the content (conversation, steps, answer, action arguments and results) of every agent run that
+    mentions ``needle`` in any case; the rows stay, with their status, tokens and cost. Returns how many."""
+    lowered = needle.strip().casefold()
+    if len(lowered) < 3:
+        raise InvalidRequest("give at least 3 characters to forget; shorter text matches too much", param="match")
+    runs, actions = store.tables.agent_runs, store.tables.agent_actions
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(runs.c.id, runs.c.input, runs.c.steps, runs.c.answer, runs.c.error)).all()
+        acted = {}
+        for row in conn.execute(sa.select(actions.c.run_id, actions.c.arguments, actions.c.proposed,
+                                          actions.c.result, actions.c.note)):
+            acted[row.run_id] = acted.get(row.run_id, "") + json.dumps(list(row[1:]), ensure_ascii=False)
+        doomed = [r.id for r in rows if lowered in (json.dumps([r.input, r.steps, r.answer, r.error],
+                                                               ensure_ascii=False) + acted.get(r.id, "")).casefold()]
+        if doomed:
+            conn.execute(runs.update().where(runs.c.id.in_(doomed)).values(
+                input=[], steps=[], answer=FORGOTTEN, error=None))
+            conn.execute(actions.update().where(actions.c.run_id.in_(doomed)).values(
+                arguments={}, proposed={"arguments": {}, "parameters": {"type": "object"}}, result=None,
+                note=None, reason=FORGOTTEN))
+    return len(doomed)
+
+
+def _fingerprint(home, value) -> str:
+    """What the audit log keeps of arguments: a keyed fingerprint (the action row holds them, and forget
+    can erase them there; the chained log cannot be edited)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if home is None:
+        import hashlib
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    return audit.keyed_fingerprint(home, text)
 
 
 async def _never(arguments, context):  # a stand-in: decide() only validates against the schema

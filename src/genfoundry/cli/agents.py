@@ -172,7 +172,7 @@ def _decide(context: Context, action_id: str, approve_it: bool, arguments: str |
         except ValueError as exc:
             raise InvalidRequest(f"--arguments is not JSON: {exc}", param="arguments") from exc
     action = decide(store, action_id, spec, approve=approve_it, actor="local", role=None, arguments=edited,
-                    note=note)
+                    note=note, home=context.settings.home)
     if not as_json:
         console.print(f"{action['status']}: {action['tool']} {escape(json.dumps(action['arguments']))}",
                       highlight=False)

@@ -178,7 +178,13 @@ def forget(ctx: typer.Context,
         async with open_kb(context) as kb:
             if document:
                 return await kb.forget_document(document)
+            runs = 0
+            if not collection and not keep_call_logs:  # agent runs hold conversations as the call log does
+                from genfoundry.apps.agent_run import forget_runs
+
+                runs = await asyncio.to_thread(forget_runs, kb.store, match)
             report = await kb.forget_match(match, collections=collection or None, erase_calls=not keep_call_logs)
+            report.agent_runs = runs
             if not collection:  # everywhere: datasets too
                 from genfoundry.data.datasets import Datasets
 
@@ -191,7 +197,7 @@ def forget(ctx: typer.Context,
         return
     console.print(f"forgot {len(report.documents)} documents ({report.chunks} chunks), "
                   f"{report.answers} cached answers; erased content of {report.calls} logged calls; removed "
-                  f"{sum(report.dataset_rows.values())} dataset rows")
+                  f"{sum(report.dataset_rows.values())} dataset rows; erased {report.agent_runs} agent runs")
 
 
 @handle_errors

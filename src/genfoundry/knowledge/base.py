@@ -77,10 +77,12 @@ class ForgetReport:
     answers: int  # cached answers dropped
     calls: int  # call-log entries whose content was erased
     dataset_rows: dict[str, int] = field(default_factory=dict)  # rows removed per dataset version (set by callers)
+    agent_runs: int = 0  # agent runs whose content was erased (set by callers)
 
     def to_dict(self) -> dict:
         return {"documents": self.documents, "chunks": self.chunks, "cached_answers": self.answers,
-                "call_logs_erased": self.calls, "dataset_rows_removed": self.dataset_rows}
+                "call_logs_erased": self.calls, "dataset_rows_removed": self.dataset_rows,
+                "agent_runs_erased": self.agent_runs}
 
 
 class KnowledgeBase:

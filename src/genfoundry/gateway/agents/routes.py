@@ -116,7 +116,7 @@ async def post_decision(action_id: str, body: Decision, request: Request, key: A
     run = get_run(rt.store, _action_run(rt.store, action_id))
     spec = find_agent(rt.settings, run["agent"])
     action = decide(rt.store, action_id, spec, approve=body.decision == "approve", actor=f"key:{key.id}",
-                    role=key.role, arguments=body.arguments, note=body.note)
+                    role=key.role, arguments=body.arguments, note=body.note, home=rt.settings.home)
     tasks = getattr(request.app.state, "agent_tasks", None)
     if tasks is None:
         tasks = request.app.state.agent_tasks = set()

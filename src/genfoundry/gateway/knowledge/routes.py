@@ -153,8 +153,14 @@ async def summarise(name: str, body: SummaryBody, request: Request, key: ApiKey 
 @router.post("/v1/forget", summary="Forget every document holding a text, everywhere (admin)")
 async def forget_match(body: ForgetBody, request: Request, key: ApiKey = Depends(require_role("admin"))):
     kb = request.app.state.runtime.knowledge()
+    runs = 0
+    if not body.collections and body.erase_call_logs:  # agent runs hold conversations as the call log does;
+        from genfoundry.apps.agent_run import forget_runs  # first, so that the store's vacuum below covers them
+
+        runs = await asyncio.to_thread(forget_runs, kb.store, body.match)
     report = await kb.forget_match(body.match, collections=body.collections, erase_calls=body.erase_call_logs,
                                    actor=f"key:{key.id}")
+    report.agent_runs = runs
     if not body.collections:  # everywhere: datasets too
         from genfoundry.data.datasets import Datasets
 
