@@ -69,3 +69,35 @@ def test_redact_mask_and_keep(detector):
     assert out.text.startswith("Ada Lovelace, card **** **** **** 1111, mail <EMAIL_ADDRESS>")
     with pytest.raises(ConfigError, match="needs the vault"):
         redact(text, found, actions={"PERSON": "tokenize"})
+
+
+def test_the_learned_recognizer_finds_whole_addresses_and_real_dates(detector):
+    text = "Please send it to 6750 Koskikatu 25 Apt. 864\nArtilleros\n, CO\n Uruguay 64677 before March 3rd, 2025."
+    found = [(f.kind, text[f.start:f.end]) for f in detector.check(text)]
+    covered = "".join(text[f.start:f.end] for f in detector.check(text))  # every part, whatever type it got
+    for part in ("6750", "Koskikatu", "Artilleros", "Uruguay", "64677"):
+        assert part in covered, found
+    assert ("DATE_TIME", "March 3rd, 2025") in found
+    # spaCy's small model calls ages and durations dates; the learned recognizer does not
+    assert not [f for f in detector.check("She is 45 years old and has worked here for 10 years.")
+                if f.kind == "DATE_TIME"]
+
+
+def test_learned_spans_give_way_to_patterns_and_names(detector):
+    text = "Ada Lovelace, card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32, 12 Oak Street"
+    found = {(f.kind, text[f.start:f.end]) for f in detector.check(text)}
+    assert {("PERSON", "Ada Lovelace"), ("CREDIT_CARD", "4111 1111 1111 1111"),
+            ("IBAN_CODE", "GB82 WEST 1234 5698 7654 32"), ("STREET_ADDRESS", "12 Oak Street")} <= found
+
+
+def test_the_tagger_is_shared_safely_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genfoundry.guard.pii_model import PiiTagger
+
+    tagger = PiiTagger.load()
+    texts = [f"Ship order {i} to {i} Elm Road, Leeds LS1 4AP on {i % 28 + 1} May 2024." for i in range(40)]
+    alone = [tagger.spans(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(tagger.spans, texts)) == alone
+    assert tagger.card["artifact"] == "pii-crf-v1" and tagger.card["sources"]["templates"]["kept"] > 100
