@@ -204,3 +204,57 @@ def test_proof_lists_calls_without_a_decision_and_a_tampered_chain(store, models
     assert not report.chain_ok and not report.ok
     assert any("changed" in p for p in report.chain_problems)
     assert sa  # the table API above is SQLAlchemy's
+
+
+class SlowPii:
+    """A PII rail whose NER takes ``delay`` seconds; its patterns answer at once."""
+
+    name = "pii"
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def warm_up(self) -> None:
+        pass
+
+    def check(self, text, entities=None, *, ner: bool = True):
+        import time
+
+        if ner:
+            time.sleep(self.delay)
+        found = [Finding("pii", "EMAIL_ADDRESS", 0.9, m.start(), m.end()) for m in re.finditer(r"\S+@\S+", text)]
+        if ner:
+            found += [Finding("pii", "PERSON", 0.9, m.start(), m.end()) for m in re.finditer("Ada", text)]
+        return found
+
+
+def _pii_policy(on_timeout: str, budget: int = 50) -> str:
+    return _policy().replace("pii: {mode: off}", f"pii: {{mode: redact, default_action: redact, "
+                                                 f"budget_ms: {budget}, on_timeout: {on_timeout}}}")
+
+
+@pytest.mark.parametrize("on_timeout", ["reroute", "block", "patterns"])
+def test_a_pii_rail_over_its_budget_lets_the_policy_decide(store, models, on_timeout):
+    import time
+
+    guard = _guard(store, models, _pii_policy(on_timeout), pii=SlowPii(delay=1.0))
+    started = time.perf_counter()
+    if on_timeout == "block":
+        with pytest.raises(GuardBlocked, match="budget of 50 ms"):
+            _screen(guard, "I am Ada, mail ada@example.com")
+    else:
+        screen = _screen(guard, "I am Ada, mail ada@example.com")
+        if on_timeout == "reroute":  # unchecked counts as restricted: the cleared model answers
+            assert screen.model == "secure" and "pii: not checked within the budget" in screen.evidence
+        else:  # the patterns' findings only: the e-mail is redacted, the name passes
+            assert screen.model == "external"
+            assert "ada@example.com" not in screen.messages[-1].content and "Ada" in screen.messages[-1].content
+    assert time.perf_counter() - started < 0.9  # nobody waited for the slow NER
+    entry = audit.entries(store, action=AUDIT_REQUEST)[0]
+    assert any(d["rail"] == "pii" and d["action"] == "timeout" for d in entry.details["decisions"])
+
+
+def test_a_pii_rail_within_its_budget_acts_as_usual(store, models):
+    guard = _guard(store, models, _pii_policy("block", budget=2000), pii=SlowPii(delay=0.01))
+    screen = _screen(guard, "I am Ada, mail ada@example.com")
+    assert "Ada" not in screen.messages[-1].content and screen.model == "external"

