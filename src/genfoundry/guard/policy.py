@@ -49,6 +49,7 @@ __all__ = [
     "Policy",
     "PolicySet",
     "Routing",
+    "SafetyRail",
     "TopicsRail",
     "ToxicityRail",
     "default_policies",
@@ -135,6 +136,29 @@ class ToxicityRail(_Rail):
     threshold: float = Field(0.5, gt=0, le=1)
 
 
+class SafetyRail(_Rail):
+    """Content safety: requests (or answers) that ask for harm, by category (see guard/safety.py)."""
+
+    mode: Mode = "block"
+    threshold: float | None = Field(None, gt=0, lt=1, description="Probability of 'not safe' that counts; unset: the one shipped with the classifier.")
+    categories: dict[str, Mode] = Field(default_factory=dict, description="Action per category (block, flag, off), over mode.")
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _known_categories(cls, value):
+        from genfoundry.guard.safety import CATEGORIES
+
+        if not isinstance(value, dict):
+            return value
+        unknown = sorted(set(value) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown safety category {', '.join(unknown)}; known: {', '.join(CATEGORIES)}")
+        return {k: ("off" if v is False else v) for k, v in value.items()}  # YAML 1.1 reads a bare off as false
+
+    def action_of(self, category: str) -> str:
+        return self.categories.get(category, self.mode)
+
+
 class TopicsRail(_Rail):
     mode: Mode = "block"
     deny: dict[str, str | list[str]] = Field(default_factory=dict, description="Topic name -> a description or example phrasings; matched by embedding similarity.")
@@ -160,6 +184,7 @@ class InputRails(_Strict):
     pii: PiiRail = Field(default_factory=PiiRail)
     toxicity: ToxicityRail = Field(default_factory=ToxicityRail)
     topics: TopicsRail = Field(default_factory=lambda: TopicsRail(mode="off"))
+    safety: SafetyRail = Field(default_factory=lambda: SafetyRail(mode="off"))
 
 
 class ContextRails(_Strict):
@@ -170,6 +195,7 @@ class ContextRails(_Strict):
 
 class OutputRails(_Strict):
     toxicity: ToxicityRail = Field(default_factory=ToxicityRail)
+    safety: SafetyRail = Field(default_factory=lambda: SafetyRail(mode="off"))
     groundedness: GroundednessRail = Field(default_factory=GroundednessRail)
 
 

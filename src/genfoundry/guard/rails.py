@@ -49,7 +49,7 @@ class Rails:
 
     def warm_up(self, policies, *, pii: bool = True) -> None:
         for policy in policies.policies.values():
-            for name in ("injection", "toxicity", "topics", "pii"):
+            for name in ("injection", "toxicity", "topics", "safety", "pii"):
                 config = getattr(policy.input, name)
                 if config.mode != "off" and (pii or name != "pii"):
                     self.get(name, config)
@@ -57,6 +57,8 @@ class Rails:
                 self.get("injection", policy.context.injection)
             if policy.output.toxicity.mode != "off":
                 self.get("toxicity", policy.output.toxicity)
+            if policy.output.safety.mode != "off":
+                self.get("safety", policy.output.safety)
 
 
 def _params(name: str, config) -> tuple:

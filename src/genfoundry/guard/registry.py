@@ -121,6 +121,12 @@ def _topics(config, embed):
     return TopicDenyList(topics=config.deny, embed=embed, threshold=config.threshold)
 
 
+def _safety(config, embed):
+    from genfoundry.guard.safety import SafetyClassifier
+
+    return SafetyClassifier(threshold=config.threshold)
+
+
 def _pii(config, embed):
     from genfoundry.guard.pii import PiiDetector
 
@@ -138,6 +144,8 @@ def register(register: Callable[[RailType], None]) -> None:
     register(RailType("injection", _injection, description="Prompt injection and jailbreaks: patterns and a "
                                                            "trained n-gram classifier."))
     register(RailType("toxicity", _toxicity, description="Insults, threats, profanity: a weighted lexicon."))
+    register(RailType("safety", _safety, description="Content safety: requests for harm in named categories "
+                                                     "(violence, weapons, self-harm, ...): a trained classifier."))
     register(RailType("topics", _topics, description="Denied topics by embedding similarity."))
     register(RailType("pii", _pii, description="PII with Presidio, spaCy NER and genfoundry's recognizers."))
     register(RailType("groundedness", _groundedness, kind="answer",
