@@ -171,6 +171,16 @@ def test_cost_page_charts_and_a_bad_date_range(page, gateway):
 
 
 def test_the_other_pages_render(page, gateway):
+    from genfoundry.core import audit
+
+    store = gateway.store()  # a content-safety refusal, as the guard writes it: the page names the category
+    audit.record(store, action="guard.request", target="chatcmpl-safety", details={
+        "policy": "default", "outcome": "blocked", "model": "gemma-3-270m", "decisions": [
+            {"stage": "input", "rail": "safety", "action": "block", "dry_run": False,
+             "findings": [{"kind": "weapons", "score": 0.97}]}]})
+    store.close()
+    page.goto(f"http://127.0.0.1:{gateway.port}/console#/guard")
+    page.wait_for_selector("#guard-list td:has-text('input.safety: block (weapons)')")
     for name, selector in (("traces", "#trace-list table"), ("guard", "#guard-list table"),
                            ("feedback", "#fb-list table"), ("drift", "#alert-list"), ("evals", "#eval-list")):
         page.goto(f"http://127.0.0.1:{gateway.port}/console#/{name}")

@@ -22,14 +22,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from importlib import resources
 
 import numpy as np
 
-from genfoundry.guard.types import Finding
+from genfoundry.guard.types import Finding, load_linear_artifact
 
 __all__ = ["ARTIFACT", "InjectionDetector", "PATTERNS", "featurize", "windows"]
 
@@ -132,12 +130,8 @@ class InjectionDetector:
             return
         with self._lock:
             if self._weights is None:
-                folder = resources.files("genfoundry.guard").joinpath("artifacts")
-                self.card = json.loads(folder.joinpath(f"{self.artifact}.json").read_text(encoding="utf-8"))
-                with folder.joinpath(f"{self.artifact}.npz").open("rb") as f:
-                    data = np.load(f)
-                    self._bias = float(data["bias"])
-                    self._weights = data["weights"].astype(np.float32)
+                self.card, self._weights, bias = load_linear_artifact(self.artifact)
+                self._bias = float(bias)
 
     def classifier_scores(self, texts: list[str]) -> np.ndarray:
         """The classifier's probability of attack for each text (no windows, no patterns)."""

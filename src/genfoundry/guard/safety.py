@@ -23,13 +23,11 @@ Example::
 
 from __future__ import annotations
 
-import json
 import threading
-from importlib import resources
 
 import numpy as np
 
-from genfoundry.guard.types import Finding
+from genfoundry.guard.types import Finding, load_linear_artifact
 
 __all__ = ["ARTIFACT", "CATEGORIES", "SafetyClassifier", "embed"]
 
@@ -90,12 +88,7 @@ class SafetyClassifier:
             return
         with self._lock:
             if self._weights is None:
-                folder = resources.files("genfoundry.guard").joinpath("artifacts")
-                self.card = json.loads(folder.joinpath(f"{self.artifact}.json").read_text(encoding="utf-8"))
-                with folder.joinpath(f"{self.artifact}.npz").open("rb") as f:
-                    data = np.load(f)
-                    self._bias = data["bias"].astype(np.float32)
-                    self._weights = data["weights"].astype(np.float32)
+                self.card, self._weights, self._bias = load_linear_artifact(self.artifact)
                 self.classes = list(self.card["classes"])
         embed(["warm up"])  # the encoder loads now, not on the first request
 

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embed", "Finding", "Rail", "SENSITIVITY_LEVELS"]
+__all__ = ["Embed", "Finding", "Rail", "SENSITIVITY_LEVELS", "load_linear_artifact"]
 
 # Rails that need sentence vectors take a function from texts to L2-normalised float32 rows.
 Embed = Callable[[list[str]], np.ndarray]
@@ -49,3 +49,19 @@ class Rail(Protocol):
     def warm_up(self) -> None: ...
 
     def check(self, text: str) -> list[Finding]: ...
+
+
+def load_linear_artifact(name: str):
+    """A shipped linear classifier: its card (``artifacts/NAME.json``) and its weights and bias (``NAME.npz``),
+    as float32 arrays."""
+    import json
+    from importlib import resources
+
+    import numpy as np
+
+    folder = resources.files("genfoundry.guard").joinpath("artifacts")
+    card = json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
+    with folder.joinpath(f"{name}.npz").open("rb") as f:
+        data = np.load(f)
+        return card, data["weights"].astype(np.float32), data["bias"].astype(np.float32)
+

@@ -445,7 +445,11 @@ async function pageGuard() {
   try {
     const rows = (await api("/admin/guard/events?limit=200")).data;
     const decisions = (r) => (r.details.decisions || []).filter((d) => d.action !== "skip")
-      .map((d) => `${d.stage}.${d.rail}: ${d.action}${d.dry_run ? " (dry run)" : ""}`).join(", ");
+      .map((d) => {
+        // what was found (content-safety categories, PII types, injection layers), never the text
+        const kinds = [...new Set((d.findings || []).map((f) => f.kind).filter(Boolean))].slice(0, 4);
+        return `${d.stage}.${d.rail}: ${d.action}${kinds.length ? ` (${kinds.join(", ")})` : ""}${d.dry_run ? " (dry run)" : ""}`;
+      }).join(", ");
     box.innerHTML = table([{label: "at", value: (r) => fmt.time(r.at)}, {label: "event", key: "action"},
       {label: "outcome", html: (r) => r.details.outcome ? pill(r.details.outcome) : ""}, {label: "policy", value: (r) => r.details.policy || ""},
       {label: "model", value: (r) => r.details.model || ""}, {label: "decisions", value: decisions}, {label: "call", key: "target"}], rows,
