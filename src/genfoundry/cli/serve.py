@@ -207,7 +207,7 @@ def _howto(base_url: str, key_hint: str) -> None:
     console.print(f"""
 [bold]The gateway is serving on {base_url}[/bold]  (Ctrl-C to stop)
 
-Console (chat, documents, traces, cost, guard, feedback, drift, evaluations):
+Console (chat, documents, traces, cost, guard, feedback, drift, evaluations, datasets, tuning, agents):
   {base_url.removesuffix("/v1")}/console   sign in with the key
 
 curl:
