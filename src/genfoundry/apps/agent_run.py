@@ -41,6 +41,7 @@ from genfoundry.core import audit
 from genfoundry.core.errors import Conflict, GenfoundryError, InvalidRequest, NotFound, PermissionDenied
 from genfoundry.core.store import Store, utcnow
 from genfoundry.core.types import GenerationRequest, Message, ToolCall, Usage
+from genfoundry.models.pricing import call_cost
 
 __all__ = ["AgentOutcome", "AgentRun", "FINAL_ANSWER", "FORGOTTEN", "decide", "forget_runs", "get_action",
            "get_run", "list_actions", "list_runs", "step_schema"]
@@ -289,7 +290,6 @@ class AgentRun:
         self.usage = Usage(self.usage.prompt_tokens + usage.prompt_tokens,
                            self.usage.completion_tokens + usage.completion_tokens)
         if self.hub is not None:
-            from genfoundry.models.pricing import call_cost
             try:
                 self.cost += call_cost(self.hub.resolve(self.spec.model), usage, attributed_seconds=seconds) or 0.0
             except GenfoundryError:

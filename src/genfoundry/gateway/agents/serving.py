@@ -20,16 +20,15 @@ from contextlib import AsyncExitStack
 
 from genfoundry.apps.agent_run import AgentOutcome, AgentRun, get_run
 from genfoundry.apps.agents import AGENT_PREFIX, AgentSpec, build_tools, find_agent
-from genfoundry.apps.answer import Generate
 from genfoundry.core.errors import GenfoundryError, PermissionDenied
 from genfoundry.core.tracing import current_trace_id, start_span
-from genfoundry.core.types import Generation, GenerationRequest, Message, Usage
+from genfoundry.core.types import Generation, Message, Usage
 from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.chat.serving import chat_response
 from genfoundry.gateway.generation import CallContext, record_call
 from genfoundry.gateway.keys import ApiKey, list_keys
-from genfoundry.gateway.knowledge.serving import collection_for
-from genfoundry.gateway.lifecycle import Lifecycle, register_virtual_model
+from genfoundry.gateway.knowledge.serving import collection_for, gateway_generate
+from genfoundry.gateway.lifecycle import register_virtual_model
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.knowledge.retrieval import RetrievalOptions
 
@@ -61,18 +60,6 @@ def step_mode(rt: Runtime, spec: AgentSpec) -> str:
     return "tools" if model.provider in REMOTE_PROVIDERS and model.can("tools") else "json"
 
 
-def _step_generate(rt: Runtime, ctx: CallContext) -> Generate:
-    key = dataclasses.replace(ctx.key, allowed_models=None) if ctx.key is not None else None
-
-    async def generate(model: str, request: GenerationRequest) -> Generation:
-        step = dataclasses.replace(ctx, id=f"{ctx.id}-{uuid.uuid4().hex[:8]}", endpoint="agent",
-                                   requested_model=model, key=key, stream=False)
-        life = Lifecycle(rt, step, request)
-        await life.start()
-        return await life.whole()
-    return generate
-
-
 def _knowledge(rt: Runtime, key: ApiKey | None):
     async def search(collection: str, query: str) -> list[dict]:
         kb, _ = collection_for(rt, collection, key, "read")
@@ -95,7 +82,10 @@ async def run_agent(rt: Runtime, ctx: CallContext, spec: AgentSpec, messages: li
 
             async def screen_observation(text: str) -> bool:
                 return bool(await rt.guard.screen_passages(screen, [text]))
-            run = AgentRun(spec, tools, generate=_step_generate(rt, ctx), store=rt.store, hub=rt.hub,
+            # Each step is a call of its own through the lifecycle; the model behind an allowed agent comes
+            # with the grant, as the model behind rag:NAME does.
+            steps = dataclasses.replace(ctx, endpoint="agent", stream=False)
+            run = AgentRun(spec, tools, generate=gateway_generate(rt, steps), store=rt.store, hub=rt.hub,
                            caller=caller_of(ctx.key), mode=step_mode(rt, spec), constrained=constrained,
                            screen_observation=screen_observation if screen is not None else None,
                            actor=f"key:{ctx.key.id}" if ctx.key else "local", trace_id=current_trace_id(),
