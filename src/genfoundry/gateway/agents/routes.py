@@ -32,16 +32,18 @@ def _agent_json(name: str, spec) -> dict:
     if isinstance(spec, ConfigError):
         return {"name": name, "error": str(spec)}
     entries = [{"name": t.name or (t.python or "").rpartition(":")[2], "kind": "python" if t.python else "http",
-                "risk": t.risk, "permission": t.permission,
-                "approval": t.approval if isinstance(t.approval, str) or t.approval is None
-                else t.approval.model_dump()} for t in spec.tools]
+                "risk": t.risk, "permission": t.permission, "approval": _rule(t.approval)} for t in spec.tools]
     entries += [{"name": f"mcp:{m.name}", "kind": "mcp", "risk": None, "permission": m.permission,
-                 "approval": m.approval if isinstance(m.approval, str) or m.approval is None
-                 else m.approval.model_dump()} for m in spec.mcp]
+                 "approval": _rule(m.approval)} for m in spec.mcp]
     return {"name": spec.name, "model_name": f"{AGENT_PREFIX}{spec.name}", "description": spec.description,
             "model": spec.model, "mode": spec.mode, "tools": entries, "collections": spec.collections,
             "limits": spec.limits.model_dump(), "approvers": spec.approvers, "source": spec.source,
             "error": None}
+
+
+def _rule(approval):
+    """An approval rule as JSON: always, never, unset, or its thresholds."""
+    return approval if isinstance(approval, str) or approval is None else approval.model_dump()
 
 
 @router.get("/v1/agents", summary="The agents this key may use")
@@ -113,7 +115,7 @@ async def post_decision(action_id: str, body: Decision, request: Request, key: A
     rt = request.app.state.runtime
     if body.arguments is not None and body.decision != "approve":
         raise InvalidRequest("edited arguments go with an approval", param="arguments")
-    run = get_run(rt.store, _action_run(rt.store, action_id))
+    run = get_run(rt.store, get_action(rt.store, action_id)["run_id"])
     spec = find_agent(rt.settings, run["agent"])
     action = decide(rt.store, action_id, spec, approve=body.decision == "approve", actor=f"key:{key.id}",
                     role=key.role, arguments=body.arguments, note=body.note, home=rt.settings.home)
@@ -122,10 +124,6 @@ async def post_decision(action_id: str, body: Decision, request: Request, key: A
         tasks = request.app.state.agent_tasks = set()
     resume_agent(rt, run["id"], tasks)
     return {"action": _action_out(action), "run": {"id": run["id"], "status": "resuming"}}
-
-
-def _action_run(store, action_id: str) -> str:
-    return get_action(store, action_id)["run_id"]
 
 
 @router.post("/v1/extract", summary="Extract JSON that follows a schema from text")
