@@ -367,6 +367,7 @@ class Guard:
             return [(i, f) for i, text in texts for f in detector.check(text, wanted, ner=not pattern_only)]
         if config.budget_ms is None:
             return detect()
+        detector.warm_up()  # loading spaCy (seconds, once per process) is not the request's detection time
         future = self.pii_pool.submit(detect)
         try:
             return future.result(timeout=config.budget_ms / 1000)

@@ -291,6 +291,9 @@ def _analyzer(ner: bool):
                 registry.add_recognizer(recognizer)
             engine = AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"],
                                     context_aware_enhancer=_context_enhancer())
+            # One analysis now: spaCy's and the recognizers' first call is slow, and a request must not pay
+            # for it (nor run out of the PII rail's budget on it).
+            engine.analyze(text="Warm up: Ada Lovelace, 12 Oak Street, London, 1 May 2024.", language="en")
             _engines[ner] = engine
         return engine
 
