@@ -185,6 +185,17 @@ def _new_calls(rt, before: set[str], *, until=lambda rows: bool(rows)) -> list[d
         time.sleep(0.1)
 
 
+def _new_audit(rt, before: set[int], *, until) -> list:
+    """The audit entries written since ``before``; a cancelled stream's are written as the server notices the
+    closed connection, so ``until`` may wait for them (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        new = [e for e in audit.entries(rt.store, limit=1000) if e.seq not in before]
+        if until(new) or time.monotonic() > deadline:
+            return new
+        time.sleep(0.1)
+
+
 def _spans(rt, trace_id: str) -> list[str]:
     rt.tracing.flush()
     spans = rt.store.tables.spans
@@ -237,7 +248,8 @@ def test_lifecycle_contract(server, cell):
         assert statuses == {"ok"}, rows
 
     # -- the audit entries
-    new = [e for e in audit.entries(rt.store, limit=1000) if e.seq not in before]
+    new = _new_audit(rt, before, until=lambda new: any(e.action == "guard.request" for e in new)
+                     if cell.case == "disconnected" else lambda new: True)
     requests = [e for e in new if e.action == "guard.request"]
     if cell.case == "input_blocked":
         assert any(e.details["outcome"] == "blocked" for e in requests)

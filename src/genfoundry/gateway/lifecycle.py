@@ -109,8 +109,10 @@ class Lifecycle:
                 if self.run.screen is not None:
                     self.run.screen.write_record()  # the first token is out: now the audit write
         finally:
-            await chunks.aclose()
-            await self._finish()
+            try:
+                await chunks.aclose()
+            finally:  # a client gone mid-answer cancels this task: the guard's record is written all the same
+                await self._finish()
 
     async def whole(self) -> Generation:
         """The whole answer, through the output rails and the hooks."""
