@@ -105,8 +105,12 @@ def add(ctx: typer.Context,
         fallback: list[str] = typer.Option(None, "--fallback", help="Model to try when this one fails (repeatable)."),
         option: list[str] = typer.Option(None, "--option", help="Provider option KEY=VALUE (repeatable)."),
         description: str = typer.Option(None, help="One line for humans."),
+        backend: list[str] = typer.Option(None, "--backend", help="Base URL of another server of the same model: makes a pool with LOCATION (repeatable)."),
+        eject_after: int = typer.Option(3, help="Pool: failed requests in a row that leave a backend out."),
+        eject_seconds: float = typer.Option(30.0, help="Pool: how long a failing backend is left out."),
+        health_interval: float = typer.Option(10.0, help="Pool: seconds between health checks of each backend."),
         replace: bool = typer.Option(False, help="Overwrite an existing model of that name.")):
-    """Register a model: a local GGUF, a Hugging Face folder, an OpenAI-compatible server, or Anthropic."""
+    """Register a model: a local GGUF, a Hugging Face folder, an OpenAI-compatible server (or a pool of them), or Anthropic."""
     provider = provider or _guess_provider(location)
     if provider in ("llamacpp", "transformers", "sentence_transformers"):
         location = str(Path(location).expanduser().resolve())
@@ -123,7 +127,9 @@ def add(ctx: typer.Context,
     found = plugin.inspect(location, options) if plugin.inspect else {}
     fields = {"aliases": alias, "capabilities": capability, "clearance": clearance,
               "context_length": context_length, "parameters": parameters, "license": license_,
-              "fallbacks": fallback, "description": description}
+              "fallbacks": fallback, "description": description,
+              "pool": {"backends": backend, "eject_after": eject_after, "eject_seconds": eject_seconds,
+                       "health_interval_s": health_interval} if backend else None}
     spec_data = {**found, **{k: v for k, v in fields.items() if v}}
     try:
         spec = ModelSpec(name=name, provider=provider, location=location, options=options,

@@ -4,8 +4,9 @@ Key changes, access changes, deletions and forget requests are written here.
 Every entry's hash covers its own fields and the previous entry's hash, and
 entries are numbered without gaps, so `genfoundry audit verify` finds an entry
 that was edited (its hash no longer matches), deleted (a gap, or a broken link)
-or inserted. Two writers that race for the same number cannot fork the chain:
-the number is the primary key, and the loser retries on the new head.
+or inserted. Writers take turns at the head (a database lock held while the
+head is read and the next entry written, across every gateway replica sharing
+the database), and the number is the primary key, so the chain cannot fork.
 
 Example::
 
@@ -65,18 +66,19 @@ def record(store: Store, *, action: str, actor: str = "local", target: str = "",
     table = store.tables.audit_log
     details = json.loads(json.dumps(details or {}, default=str))  # what the database will give back
     for _ in range(_RETRIES):
-        with store.begin() as conn:
-            head = conn.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        at = utcnow()
-        entry = AuditEntry(seq, at, actor, action, target, details, prev,
-                           _digest(seq, at, actor, action, target, details, prev))
         try:
             with store.begin() as conn:
+                store.lock(conn, "audit")  # writers on every replica take their turn at the head
+                head = conn.execute(
+                    sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+                seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+                at = utcnow()
+                entry = AuditEntry(seq, at, actor, action, target, details, prev,
+                                   _digest(seq, at, actor, action, target, details, prev))
                 conn.execute(table.insert().values(**vars(entry)))
             return entry
         except sa.exc.IntegrityError:
-            continue  # another writer took this number: chain onto the new head
+            continue  # a writer that did not take the lock got there first: chain onto the new head
     raise RuntimeError("could not append to the audit log: too many concurrent writers")
 
 

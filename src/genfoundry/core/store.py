@@ -15,12 +15,15 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from genfoundry.core.errors import ConfigError
 
 __all__ = ["MIGRATIONS", "Store", "Tables", "utcnow"]
 
@@ -395,6 +398,29 @@ agent_actions = sa.Table(
 )
 
 
+# Scale-out (m010): what calls in flight have reserved of their keys' budgets, and the requests each
+# rate-limited key made in the last minute, kept in the database so every gateway replica sharing it
+# enforces one budget and one rate. A hold is deleted once its call's record is in the call log; a replica
+# that dies leaves its holds, which keep counting (against the budget period they were made in).
+quota_holds = sa.Table(
+    "quota_holds", metadata,
+    sa.Column("call_id", _String(64), primary_key=True),
+    sa.Column("key_id", _String(32), nullable=False, index=True),
+    sa.Column("tokens", sa.BigInteger, nullable=False, default=0),
+    sa.Column("usd", sa.Float, nullable=False, default=0.0),
+    sa.Column("replica", _String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+rate_hits = sa.Table(
+    "rate_hits", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("key_id", _String(32), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),  # seconds (the quota clock: wall time, the same on every replica)
+)
+sa.Index("ix_rate_hits_key_at", rate_hits.c.key_id, rate_hits.c.at)
+
+
 @dataclass(frozen=True)
 class Tables:
     models: sa.Table = models
@@ -421,6 +447,8 @@ class Tables:
     tune_promotions: sa.Table = tune_promotions
     agent_runs: sa.Table = agent_runs
     agent_actions: sa.Table = agent_actions
+    quota_holds: sa.Table = quota_holds
+    rate_hits: sa.Table = rate_hits
 
 
 def _owner_only(database: str) -> None:
@@ -493,6 +521,11 @@ def _m009_agents(conn: Connection) -> None:
     _add_column(conn, "api_keys", "permissions", "JSON")
 
 
+def _m010_scale(conn: Connection) -> None:
+    for table in (quota_holds, rate_hits):
+        table.create(conn, checkfirst=True)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
@@ -504,6 +537,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m007_data", _m007_data),
     ("m008_tune", _m008_tune),
     ("m009_agents", _m009_agents),
+    ("m010_scale", _m010_scale),
 ]
 
 _migration_log = sa.Table(
@@ -529,12 +563,22 @@ class Store:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
-        engine = sa.create_engine(url, **kwargs)
+        try:
+            engine = sa.create_engine(url, **kwargs)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"database_url {_safe_url(url)!r} is not a database URL SQLAlchemy can use "
+                              f"({exc}); see docs/store.md") from None
         if url.startswith("sqlite"):
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
         if migrate:
-            store.migrate()
+            try:
+                store.migrate()
+            except sa.exc.OperationalError as exc:
+                engine.dispose()
+                reason = str(exc.orig or exc).strip().splitlines()[0] if (exc.orig or exc) else str(exc)
+                raise ConfigError(f"cannot reach the database at {_safe_url(url)}: {reason}; check database_url "
+                                  "(GENFOUNDRY_DATABASE_URL) and that the server is up") from None
         if url.startswith("sqlite") and engine.url.database not in (None, "", ":memory:"):
             _owner_only(engine.url.database)
         return store
@@ -543,6 +587,8 @@ class Store:
         """Apply pending migrations; return the names applied."""
         applied: list[str] = []
         with self.engine.begin() as conn:
+            # Replicas starting at once: one migrates, the others wait here and then find nothing to do.
+            self.lock(conn, "migrations")
             _migration_log.create(conn, checkfirst=True)
             done = {row[0] for row in conn.execute(sa.select(_migration_log.c.name))}
             for name, migration in MIGRATIONS:
@@ -558,6 +604,22 @@ class Store:
             return [r[0] for r in conn.execute(
                 sa.select(_migration_log.c.name).order_by(_migration_log.c.name))]
 
+    @staticmethod
+    def lock(conn: Connection, name: str) -> None:
+        """Hold the lock ``name`` until ``conn``'s transaction ends, across every process using the database.
+
+        PostgreSQL takes a transaction-level advisory lock; SQLite has one writer at a time, so the
+        transaction becomes a write transaction now (``BEGIN IMMEDIATE``) instead of at its first write.
+        Call it first in a transaction whose reads decide what it writes (the audit chain's head, a budget).
+        """
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            number = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
+        elif dialect == "sqlite":
+            if not conn.connection.dbapi_connection.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
@@ -565,6 +627,14 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -263,7 +263,9 @@ async def open_runtime(settings: Settings, *, builtins: bool = True):
         register_builtins(hub)
     quotas = Quotas(store, default_rpm=settings.default_rpm)
     recorder = CallRecorder(store, log_content=settings.log_content, on_written=quotas.release)
-    runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder, quotas=quotas, metrics=Metrics())
+    metrics = Metrics()
+    metrics.watch_pools(hub.pools)
+    runtime = Runtime(settings=settings, store=store, hub=hub, recorder=recorder, quotas=quotas, metrics=metrics)
     runtime.quotas.on_budget = lambda state: _budget_alert(runtime, state)
     try:
         if settings.tracing:

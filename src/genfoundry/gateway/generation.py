@@ -203,8 +203,8 @@ class GenerationRun:
 
     async def _start_model(self, spec: ModelSpec) -> None:
         tokens, usd = self._estimate(spec)
-        self.rt.quotas.release([self.ctx.id])  # a fallback replaces the failed model's reservation
-        self.rt.quotas.reserve(self.ctx.key, self.ctx.id, tokens=tokens, usd=usd)
+        if self.rt.quotas.budgeted(self.ctx.key):  # a fallback's reservation replaces the failed model's
+            await asyncio.to_thread(self.rt.quotas.reserve, self.ctx.key, self.ctx.id, tokens=tokens, usd=usd)
         model = await self.rt.hub.load_chat(spec.name)
         self._stack.enter_context(self.rt.hub.lease(model))  # a promotion closes this instance only after us
         gate = self.rt.admission(model)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 __all__ = ["Metrics"]
 
@@ -39,5 +42,37 @@ class Metrics:
                                  "Share of its dollar budget a key has spent this period (updated per request).",
                                  ("key",), registry=self.registry)
 
+    def watch_pools(self, pools: Callable[[], list]) -> None:
+        """Export the backends of the loaded model pools (``pools()`` lists them) on every scrape."""
+        self.registry.register(_PoolCollector(pools))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PoolCollector:
+    """Each pool backend's state, read from the pools when /metrics is scraped."""
+
+    def __init__(self, pools: Callable[[], list]):
+        self.pools = pools
+
+    def describe(self):
+        return []  # read at scrape time: nothing to check at registration
+
+    def collect(self):
+        labels = ["model", "backend"]
+        up = GaugeMetricFamily("genfoundry_pool_backend_up",
+                               "1 while a pool backend gets requests, 0 while it is left out.", labels=labels)
+        outstanding = GaugeMetricFamily("genfoundry_pool_backend_outstanding",
+                                        "Requests a pool backend is serving now.", labels=labels)
+        served = CounterMetricFamily("genfoundry_pool_backend_requests",
+                                     "Requests a pool backend answered (ok) or failed (failed).",
+                                     labels=[*labels, "outcome"])
+        for pool in self.pools():
+            for backend in pool.status():
+                at = [pool.spec.name, backend["url"]]
+                up.add_metric(at, 0.0 if backend["ejected"] else 1.0)
+                outstanding.add_metric(at, backend["outstanding"])
+                served.add_metric([*at, "ok"], backend["served"])
+                served.add_metric([*at, "failed"], backend["failed"])
+        yield from (up, outstanding, served)

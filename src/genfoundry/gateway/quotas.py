@@ -1,20 +1,23 @@
 """Per-key request rates and token budgets.
 
-Rates are counted in this process (a sliding 60-second window); budgets are
-summed from the call log in the store, so every gateway replica sharing one
-database enforces the same budget.
+Rates are counted in a sliding 60-second window and budgets summed from the call
+log plus the reservations of calls in flight, all in the store, so every gateway
+replica sharing one database enforces the same rate and the same budget.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import threading
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from genfoundry.core.errors import BudgetExceeded, RateLimited
-from genfoundry.core.store import Store
+from genfoundry.core.store import Store, utcnow
 from genfoundry.gateway.keys import ApiKey
 from genfoundry.observe.calls import tokens_used_since
 from genfoundry.observe.usage import cost_since
@@ -50,59 +53,69 @@ class BudgetState:
                 f"(${self.spent_usd:.4f} since {self.period_start:%Y-%m-%d})")
 
 
-@dataclass
-class _Held:
-    key_id: str
-    tokens: int
-    usd: float
-
-
 class Quotas:
-    """Rates, and budgets with reservations.
+    """Rates, and budgets with reservations, kept in the database.
 
     A budget is checked at authentication and again before every model call, and each call
     reserves what it may spend (its prompt and ``max_tokens``, at the model's price) until its
     record is in the call log: concurrent requests, a summary that makes many model calls, and
-    a reranker's calls cannot together spend past the budget on one gateway.
+    a reranker's calls cannot together spend past the budget. Reservations (``quota_holds``) and
+    the last minute's requests of rate-limited keys (``rate_hits``) live in the store, and each
+    check-and-count runs under a database lock for its key, so gateway replicas sharing one
+    database enforce one budget and one rate: no replica can overspend because another does not
+    know. Keys without limits or budgets never touch these tables.
     """
 
-    def __init__(self, store: Store, *, default_rpm: int | None = None, clock=time.monotonic):
+    def __init__(self, store: Store, *, default_rpm: int | None = None, clock=time.time,
+                 replica: str | None = None):
         self.store = store
         self.default_rpm = default_rpm
-        self._clock = clock
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()  # requests run on the event loop and in threads
-        self._held: dict[str, _Held] = {}  # call id -> what it reserved, until its record is written
+        self._clock = clock  # wall time: every replica must read the same clock
+        self.replica = replica or f"{socket.gethostname()}:{os.getpid()}"
+        self._mine: set[str] = set()  # calls this replica holds budget for: only these touch quota_holds
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def budgeted(key: ApiKey | None) -> bool:
+        """Whether calls with this key reserve from a budget (and so write to the store)."""
+        return key is not None and bool(key.token_budget or key.cost_budget_usd)
 
     def check_rate(self, key: ApiKey) -> None:
         limit = key.rpm_limit or self.default_rpm
         if not limit:
             return
-        with self._lock:  # check and count in one step: two threads must not both take the last slot
+        hits = self.store.tables.rate_hits
+        with self.store.begin() as conn:
+            self.store.lock(conn, f"rate:{key.id}")  # check and count in one step, across replicas
             now = self._clock()
-            hits = self._hits[key.id]
-            while hits and now - hits[0] >= WINDOW_S:
-                hits.popleft()
-            if len(hits) >= limit:
-                retry = WINDOW_S - (now - hits[0])
+            conn.execute(hits.delete().where(hits.c.key_id == key.id, hits.c.at <= now - WINDOW_S))
+            count, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(hits.c.at))
+                                         .where(hits.c.key_id == key.id)).one()
+            if count >= limit:
                 raise RateLimited(f"key '{key.name}' is limited to {limit} requests per minute",
-                                  retry_after=max(1.0, retry))
-            hits.append(now)
+                                  retry_after=max(1.0, WINDOW_S - (now - oldest)))
+            conn.execute(hits.insert().values(key_id=key.id, at=now))
 
-    def _reserved(self, key_id: str) -> tuple[int, float]:
-        held = [h for h in self._held.values() if h.key_id == key_id]
-        return sum(h.tokens for h in held), sum(h.usd for h in held)
+    def _reserved(self, conn, key_id: str, start: dt.datetime) -> tuple[int, float]:
+        holds = self.store.tables.quota_holds
+        tokens, usd = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(holds.c.tokens), 0),
+                                             sa.func.coalesce(sa.func.sum(holds.c.usd), 0.0))
+                                   .where(holds.c.key_id == key_id, holds.c.created_at >= start)).one()
+        return int(tokens), float(usd)
 
     def reserve(self, key: ApiKey | None, call_id: str, *, tokens: int, usd: float) -> None:
         """Hold ``tokens`` and ``usd`` of the key's budgets for a model call, or refuse it (429)."""
-        if key is None or (not key.token_budget and not key.cost_budget_usd):
+        if not self.budgeted(key):
             return
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utcnow()
         start = period_start(key.budget_period, now)
-        used = tokens_used_since(self.store, key.id, start) if key.token_budget else 0
-        spent = cost_since(self.store, key.id, start) if key.cost_budget_usd else 0.0
-        with self._lock:
-            held_tokens, held_usd = self._reserved(key.id)
+        holds = self.store.tables.quota_holds
+        with self.store.begin() as conn:
+            self.store.lock(conn, f"budget:{key.id}")  # one reservation at a time per key, on every replica
+            used = tokens_used_since(self.store, key.id, start) if key.token_budget else 0
+            spent = cost_since(self.store, key.id, start) if key.cost_budget_usd else 0.0
+            conn.execute(holds.delete().where(holds.c.call_id == call_id))  # a fallback replaces its model's hold
+            held_tokens, held_usd = self._reserved(conn, key.id, start)
             # As at authentication, a call may start while some budget is left; what calls in flight may
             # still spend counts as spent, so concurrent calls cannot all start on the same remainder.
             if key.token_budget and used + held_tokens >= key.token_budget:
@@ -115,28 +128,38 @@ class Quotas:
                     f"key '{key.name}' has no budget left of its ${key.cost_budget_usd:g} per {key.budget_period} "
                     f"(${spent:.4f} spent, ${held_usd:.4f} held by calls in flight); wait for them, or ask an "
                     "admin to raise it (`genfoundry keys budget`)", retry_after=60)
-            self._held[call_id] = _Held(key.id, tokens, usd)
+            conn.execute(holds.insert().values(call_id=call_id, key_id=key.id, tokens=tokens, usd=usd,
+                                               replica=self.replica, created_at=now))
+        with self._lock:
+            self._mine.add(call_id)
 
     def settle(self, call_id: str, *, tokens: int, usd: float) -> None:
         """The call is over: hold what it really spent until its record is in the log."""
         with self._lock:
-            held = self._held.get(call_id)
-            if held is not None:
-                held.tokens, held.usd = tokens, usd
+            if call_id not in self._mine:
+                return
+        holds = self.store.tables.quota_holds
+        with self.store.begin() as conn:
+            conn.execute(holds.update().where(holds.c.call_id == call_id).values(tokens=tokens, usd=usd))
 
     def release(self, call_ids) -> None:
         """The calls' records are written (or they spent nothing): stop holding their amounts."""
         with self._lock:
-            for call_id in call_ids:
-                self._held.pop(call_id, None)
+            call_ids = [c for c in call_ids if c in self._mine]
+            self._mine.difference_update(call_ids)
+        if not call_ids:
+            return
+        holds = self.store.tables.quota_holds
+        with self.store.begin() as conn:
+            conn.execute(holds.delete().where(holds.c.call_id.in_(call_ids)))
 
     def check_budget(self, key: ApiKey, *, warn_fraction: float = 0.8) -> BudgetState | None:
         """Refuse a key over its token or dollar budget; return where its dollar budget stands."""
         if not key.token_budget and not key.cost_budget_usd:
             return None
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        start = period_start(key.budget_period, now)
-        held_tokens, held_usd = self._reserved(key.id)
+        start = period_start(key.budget_period, utcnow())
+        with self.store.begin() as conn:
+            held_tokens, held_usd = self._reserved(conn, key.id, start)
         if key.token_budget:
             used = tokens_used_since(self.store, key.id, start) + held_tokens
             if used >= key.token_budget:

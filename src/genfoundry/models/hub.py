@@ -208,8 +208,19 @@ class ModelHub:
 
     # -- loaded providers ------------------------------------------------------
     def create(self, spec: ModelSpec) -> ChatModel | EmbeddingModel:
-        """A new, not yet warmed, provider instance for ``spec``."""
-        return get_provider(spec.provider).create(spec, self.settings)
+        """A new, not yet warmed, provider instance for ``spec`` (a :class:`ModelPool` when it has a pool)."""
+        provider = get_provider(spec.provider)
+        if spec.pool is not None:
+            from genfoundry.models.pool import ModelPool
+
+            return ModelPool(spec, self.settings, provider.create)
+        return provider.create(spec, self.settings)
+
+    def pools(self) -> list:
+        """The loaded models that are pools (for metrics, the console and ``doctor``)."""
+        from genfoundry.models.pool import ModelPool
+
+        return [m for m in list(self._loaded.values()) if isinstance(m, ModelPool)]
 
     async def load(self, name: str) -> ChatModel | EmbeddingModel:
         return await self._load(self.resolve(name))

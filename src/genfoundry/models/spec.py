@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["CAPABILITIES", "CLEARANCES", "Capability", "Clearance", "Measured", "ModelSpec", "Price"]
+__all__ = ["CAPABILITIES", "CLEARANCES", "Capability", "Clearance", "Measured", "ModelSpec", "Pool", "Price"]
 
 Capability = Literal["chat", "completion", "embedding", "tools", "json"]
 Clearance = Literal["public", "internal", "confidential", "restricted"]
@@ -26,6 +26,31 @@ class Price(BaseModel):
     input_per_million: float | None = Field(None, ge=0, description="Dollars per million prompt tokens (API models).")
     output_per_million: float | None = Field(None, ge=0, description="Dollars per million generated tokens (API models).")
     per_hour: float | None = Field(None, ge=0, description="Dollars per hour of the hardware that serves the model (self-hosted); cost per token follows from measured throughput.")
+
+
+class Pool(BaseModel):
+    """Several servers of the same model behind one name: the model's ``location`` and ``backends``.
+
+    Each request goes to the healthy backend with the fewest requests in flight; a backend that fails
+    ``eject_after`` requests in a row, or its health check, is left out for ``eject_seconds``; a request
+    whose backend fails before the first token is sent to another one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backends: list[str] = Field(min_length=1, description="Base URLs of the other servers of this model (the model's location is the first).")
+    health_path: str = Field("models", description="Path under each base URL that a healthy server answers with 200 (GET).")
+    health_interval_s: float = Field(10.0, gt=0, description="Seconds between health checks of each backend.")
+    eject_after: int = Field(3, ge=1, description="Failed requests in a row after which a backend is left out.")
+    eject_seconds: float = Field(30.0, gt=0, description="How long a failing backend is left out before it is tried again.")
+
+    @field_validator("backends")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"backend '{url}' is not an http(s) base URL")
+        return urls
 
 
 class Measured(BaseModel):
@@ -65,6 +90,7 @@ class ModelSpec(BaseModel):
     fallbacks: list[str] = Field(default_factory=list, description="Models to try, in order, when this one's provider fails.")
     options: dict[str, Any] = Field(default_factory=dict, description="Provider options (remote model id, api_key reference, adapter path, chat template...).")
     description: str | None = Field(None, description="One line for humans.")
+    pool: Pool | None = Field(None, description="Other servers of the same model to spread requests over, with health checks and failover (remote providers).")
     measured: Measured = Field(default_factory=Measured, description="Throughput measured here.")
 
     @field_validator("aliases", "fallbacks")
@@ -80,6 +106,13 @@ class ModelSpec(BaseModel):
     @classmethod
     def _dedupe(cls, caps: list[str]) -> list[str]:
         return [c for c in CAPABILITIES if c in caps]
+
+    @model_validator(mode="after")
+    def _pool_of_servers(self) -> "ModelSpec":
+        if self.pool is not None and not self.location.startswith(("http://", "https://")):
+            raise ValueError(f"a pool spreads requests over servers: location '{self.location}' must be the "
+                             "http(s) base URL of the first one")
+        return self
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities

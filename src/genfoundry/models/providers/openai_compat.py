@@ -361,6 +361,9 @@ class OpenAICompatModel:
         params = self._params(request)
         with self._errors():
             response = await self._endpoint(request).create(**params)
+        if not hasattr(response, "choices"):  # the SDK hands back a body that is not JSON as it came
+            raise ProviderError(f"the server of model '{self.spec.name}' at {self.spec.location} answered with "
+                                f"something that is not the OpenAI API: {str(response)[:100]!r}")
         if not response.choices:
             raise ProviderError(f"the server of model '{self.spec.name}' returned no choices")
         choice = response.choices[0]
