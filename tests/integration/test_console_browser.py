@@ -847,3 +847,51 @@ def test_agents_page_reports_an_action_decided_elsewhere_and_reads_the_list_agai
     assert action["arguments"] == AGENT_ARGUMENTS and action["note"] is None  # this page's edit was not applied
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# -- the Deployment page ---------------------------------------------------------------------------------------
+
+def test_deployment_page_shows_the_doctors_checks_and_a_pool_with_a_backend_left_out(browser, tmp_path):
+    from genfoundry.models.hub import ModelHub
+    from genfoundry.models.spec import ModelSpec
+    from genfoundry.testing.servers import free_port, start_upstream, stop_process
+
+    upstream, url = start_upstream("alive")
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens there
+    home = tmp_path / "gf-deploy"
+    home.mkdir()
+    store = Store.open(f"sqlite:///{home / 'genfoundry.db'}")
+    ModelHub(store, load_settings(home=home, environ={})).add(ModelSpec(
+        name="pooled", provider="openai_compat", location=dead, capabilities=["chat"],
+        pool={"backends": [url], "eject_after": 1, "eject_seconds": 120}))
+    developer, _ = create_key(store, name="dev", role="developer")
+    store.close()
+    gw = start_gateway(home, preload=())
+    try:
+        answer = httpx.post(f"{gw.base_url}/chat/completions", headers={"Authorization": f"Bearer {gw.key}"},
+                            json={"model": "pooled", "messages": [{"role": "user", "content": "hello"}]}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"].startswith("alive:")
+        context, tab, errors = _signed_in(browser, gw, gw.key, "#/deployment")
+        tab.wait_for_selector("[data-testid=deploy-checks] tr[data-check='database'][data-status='ok']")
+        assert tab.get_attribute("tr[data-check='audit chain']", "data-status") == "ok"
+        models = tab.wait_for_selector("tr[data-check='models']")
+        assert models.get_attribute("data-status") == "fail" and dead in models.text_content()
+        left_out = tab.wait_for_selector(f"[data-testid=deploy-pools] tr[data-backend='{dead}']")
+        assert left_out.get_attribute("data-ejected") == "true"
+        assert "left out" in left_out.text_content() and "Connect" in left_out.text_content()
+        alive = tab.query_selector(f"[data-testid=deploy-pools] tr[data-backend='{url}']")
+        assert alive.get_attribute("data-ejected") == "false"
+        assert _cells(tab, f"[data-testid=deploy-pools] tr[data-backend='{url}']")[0][4] == "1"  # served one
+        tab.wait_for_timeout(5500)  # a refresh (without probing models) keeps the probed models row
+        assert tab.get_attribute("tr[data-check='models']", "data-status") == "fail"
+        assert not errors, errors
+        context.close()
+        # Not for developers: the page says so instead of showing the checks.
+        context, tab, errors = _signed_in(browser, gw, developer, "#/deployment")
+        refusal = tab.wait_for_selector("#deploy-checks [data-testid=error]")
+        assert "admin" in refusal.text_content()
+        assert not tab.query_selector("[data-testid=deploy-checks]")
+        context.close()
+    finally:
+        stop_gateway(gw)
+        stop_process(upstream)

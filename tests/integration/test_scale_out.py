@@ -28,18 +28,9 @@ from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.spec import ModelSpec
-from genfoundry.testing.servers import free_port, stop_process, wait_http
+from genfoundry.testing.servers import free_port, start_upstream, stop_process, wait_http
 
 pytestmark = [pytest.mark.integration]
-
-
-def start_upstream(name: str, *, chunks: int = 3, delay: float = 0.0) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.testing.upstream", "--port", str(port), "--name", name,
-                             "--chunks", str(chunks), "--chunk-delay", str(delay)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=60)
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def start_replica(home: Path, database_url: str | None, vault_key: Path) -> tuple[subprocess.Popen, str]:

@@ -75,6 +75,7 @@ RULES: dict[tuple[str, str], str] = {
     ("post", "/admin/keys"): "admin",
     ("delete", "/admin/keys/{key_id}"): "admin",
     ("get", "/admin/calls"): "reader",
+    ("get", "/admin/deployment"): "admin",
     ("post", "/v1/feedback"): "any",
     ("get", "/admin/feedback"): "reader",
     ("get", "/admin/traces"): "reader",

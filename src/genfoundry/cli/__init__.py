@@ -9,6 +9,7 @@ import typer
 from genfoundry.cli import agents, audit, bench, collections, engine, guard, keys, models, observe, tune
 from genfoundry.cli.chat import chat
 from genfoundry.cli.data import data_app, label_app, synth_app
+from genfoundry.cli.doctor import doctor
 from genfoundry.cli.common import Context
 from genfoundry.cli.knowledge import ask, forget, ingest, search, summarise
 from genfoundry.cli.logs import logs
@@ -55,6 +56,7 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(tune.app, name="tune")
 app.add_typer(agents.app, name="agent")
 app.command("extract")(agents.extract_command)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import os
 import re
-import threading
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -46,7 +45,6 @@ class Vault:
         self.table = store.tables.vault
         self._aead = AESGCM(key)
         self._mac_key = hashlib.sha256(b"genfoundry-vault-fingerprint" + key).digest()
-        self._lock = threading.Lock()  # numbering within a scope is read-then-write
 
     def _fingerprint(self, entity: str, value: str, scope: str) -> str:
         return hmac.new(self._mac_key, f"{scope}\0{entity}\0{value}".encode(), hashlib.sha256).hexdigest()
@@ -55,7 +53,8 @@ class Vault:
         """The token for ``value`` in ``scope``: the existing one, or a new ``<ENTITY_n>``."""
         fingerprint = self._fingerprint(entity, value, scope)
         t = self.table
-        with self._lock, self.store.begin() as conn:
+        with self.store.begin() as conn:
+            self.store.lock(conn, f"vault:{scope}")  # numbering is read-then-write, on every replica
             found = conn.execute(sa.select(t.c.token).where(t.c.scope == scope, t.c.fingerprint == fingerprint)).first()
             if found:
                 return found[0]
@@ -81,6 +80,16 @@ class Vault:
         except InvalidTag:
             raise ConfigError(f"vault entry {token} of {scope} does not decrypt: the vault key is not the one "
                               "it was stored with, or the entry was altered") from None
+
+    def check_key(self) -> int:
+        """Decrypt one stored value of each scope family (at most 20 values): the number checked, or a
+        ConfigError when the key is not the one they were stored with."""
+        t = self.table
+        with self.store.begin() as conn:
+            rows = conn.execute(sa.select(t.c.scope, t.c.token, t.c.nonce, t.c.ciphertext).limit(20)).all()
+        for scope, token, nonce, ciphertext in rows:
+            self._decrypt(scope, token, nonce, ciphertext)
+        return len(rows)
 
     def restore(self, text: str, *, scope: str) -> str:
         """``text`` with every token of ``scope`` replaced by its value (unknown tokens stay)."""

@@ -25,8 +25,8 @@ from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 
-__all__ = ["DEFAULT_PRELOAD", "RunningGateway", "free_port", "start_gateway", "stop_gateway", "stop_process",
-           "wait_http"]
+__all__ = ["DEFAULT_PRELOAD", "RunningGateway", "free_port", "start_gateway", "start_upstream", "stop_gateway",
+           "stop_process", "wait_http"]
 
 
 def free_port() -> int:
@@ -108,3 +108,14 @@ def start_gateway(home: Path, env_extra: dict[str, str] | None = None, *,
 
 def stop_gateway(gw: RunningGateway) -> None:
     stop_process(gw.proc)
+
+
+def start_upstream(name: str, *, chunks: int = 3, delay: float = 0.0) -> tuple[subprocess.Popen, str]:
+    """Start the stand-in OpenAI-compatible server (``genfoundry.testing.upstream``) in its own process;
+    its process and base URL (``http://127.0.0.1:PORT/v1``)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.testing.upstream", "--port", str(port), "--name", name,
+                             "--chunks", str(chunks), "--chunk-delay", str(delay)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=60)
+    return proc, f"http://127.0.0.1:{port}/v1"

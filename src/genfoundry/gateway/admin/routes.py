@@ -72,3 +72,15 @@ async def get_calls(request: Request, key: ApiKey = Depends(require_role("admin"
     rows = redact_calls(rt, key, rows)
     return {"data": [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
                      for r in rows]}
+
+
+@router.get("/deployment")
+async def get_deployment(request: Request, models: bool = Query(True, description="Probe every model's server."),
+                         _: ApiKey = Depends(require_role("admin"))):
+    """`genfoundry doctor`'s checks as this replica sees them, and the live state of its model pools."""
+    from genfoundry.gateway.doctor import run_checks
+
+    rt = request.app.state.runtime
+    checks = await asyncio.to_thread(run_checks, rt.settings, models=models, store=rt.store)
+    pools = [{"model": pool.spec.name, "backends": pool.status()} for pool in rt.hub.pools()]
+    return {"replica": rt.quotas.replica, "checks": [c.to_dict() for c in checks], "pools": pools}

@@ -533,7 +533,7 @@ async function pageEvals() {
 // -- router ---------------------------------------------------------------------------------------------------
 const pages = {chat: pageChat, collections: pageCollections, traces: pageTraces, cost: pageCost, guard: pageGuard,
   feedback: pageFeedback, drift: pageDrift, evals: pageEvals, datasets: pageDatasets, review: pageReview,
-  tune: pageTune, agents: pageAgents};  // datasets.js, review.js, tune.js, agents.js
+  tune: pageTune, agents: pageAgents, deployment: pageDeployment};  // datasets.js ... agents.js, deployment.js
 
 async function render() {
   if (!key()) return renderLogin();
