@@ -356,3 +356,28 @@ def agents(ctx: typer.Context,
     with tempfile.TemporaryDirectory(prefix="bench-agents-") as scratch:  # its own orders, runs and audit log
         result = asyncio.run(work(Path(scratch)))
     _report(context.settings, "agents", result, out)
+
+
+@app.command("scale")
+@handle_errors
+def scale(ctx: typer.Context,
+          litellm: Path = typer.Option(None, help="A `litellm` executable to use; default: the LiteLLM proxy package "
+                                                  "installed once into its own virtual environment under "
+                                                  "GENFOUNDRY_HOME/cache/bench."),
+          requests: int = typer.Option(200, min=10, help="Single-client requests per side (after 20 warm-up turns)."),
+          duration: int = typer.Option(10, min=1, help="Seconds of each wrk run."),
+          connections: int = typer.Option(32, min=1, help="Concurrent wrk connections."),
+          wrk_threads: int = typer.Option(2, min=1, help="wrk threads."),
+          workers: int = typer.Option(None, min=1, help="Worker processes per proxy in the second throughput "
+                                                        "part (default: the machine's cores)."),
+          out: Path = typer.Option(None, help="Also write the JSON here.")):
+    """Gateway overhead against LiteLLM's proxy, both before one fake upstream that answers at once: added
+    latency p50/p95 for one client, and requests/s at 32 connections (wrk), one worker each, then one per core."""
+    from genfoundry.bench.scale import find_wrk, run_scale_bench
+
+    find_wrk()  # before anything is installed or started
+    context = get_context(ctx)
+    result = run_scale_bench(context.settings, litellm=str(litellm) if litellm else None, requests=requests,
+                             duration=duration, connections=connections, wrk_threads=wrk_threads,
+                             workers=workers, progress=lambda m: err_console.print(m, style="dim"))
+    _report(context.settings, "scale", result, out)

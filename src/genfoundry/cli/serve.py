@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 import time
@@ -11,7 +13,7 @@ import uvicorn
 
 from genfoundry.cli.common import console, get_context, handle_errors
 from genfoundry.core.errors import ConfigError
-from genfoundry.gateway.app import create_app
+from genfoundry.gateway.app import WORKER_CONFIG_ENV, create_app, worker_app
 from genfoundry.gateway.keys import create_key, ensure_admin_key, revoke_key
 from genfoundry.guard.keys import ensure_vault_key
 from genfoundry.models.builtin import BUILTIN_CHAT
@@ -63,13 +65,27 @@ def serve(ctx: typer.Context,
           port: int = typer.Option(None, help="Port to listen on (setting: port)."),
           preload: list[str] = typer.Option(None, "--preload", help="Load and warm these models at start "
                                             "(repeatable; default: the preload setting, the built-in models)."),
-          lazy: bool = typer.Option(False, "--lazy", help="Load models on first use instead (ready at once).")):
+          lazy: bool = typer.Option(False, "--lazy", help="Load models on first use instead (ready at once)."),
+          workers: int = typer.Option(1, min=1, max=256, help="Worker processes sharing the port; each loads its "
+                                      "own copy of local models (see docs/deployment.md).")):
     """Run the gateway in the foreground; /health answers 200 once the preloaded models are warm."""
     context = _context(ctx, host, port)
     names = [] if lazy else (preload or context.settings.preload_models)
+    s = context.settings
+    if workers > 1:
+        context.hub()  # the built-ins are registered once, before the workers start
+        _first_start(context)
+        console.print(f"genfoundry gateway on http://{s.host}:{s.port}/v1 (home {s.home}), {workers} workers; "
+                      + (f"each warming up {', '.join(names)}…" if names else "models load on first use"),
+                      soft_wrap=True)
+        # Each worker builds its app from this (settings as this command resolved them, the models to preload).
+        os.environ[WORKER_CONFIG_ENV] = json.dumps({"home": str(s.home), "overrides": context.overrides,
+                                                    "preload": list(names)}, default=str)
+        uvicorn.run(f"{worker_app.__module__}:{worker_app.__name__}", factory=True, workers=workers,
+                    host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5)
+        return
     server = _start(ctx, names)
     _first_start(context)
-    s = context.settings
     console.print(f"genfoundry gateway on http://{s.host}:{s.port}/v1 (home {s.home}); "
                   + (f"warming up {', '.join(names)}…" if names else "models load on first use"), soft_wrap=True)
     server.run()

@@ -330,6 +330,8 @@ tune_jobs = sa.Table(
     sa.Column("finished_at", sa.DateTime, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("worker_pid", sa.Integer, nullable=True),
+    # The machine of worker_pid (added by m010): a replica on another machine cannot judge that pid.
+    sa.Column("worker_host", _String(200), nullable=True),
 )
 
 tune_events = sa.Table(
@@ -524,6 +526,7 @@ def _m009_agents(conn: Connection) -> None:
 def _m010_scale(conn: Connection) -> None:
     for table in (quota_holds, rate_hits):
         table.create(conn, checkfirst=True)
+    _add_column(conn, "tune_jobs", "worker_host", "VARCHAR(200)")
 
 
 # Append only: a migration, once released, is never edited or reordered.

@@ -9,8 +9,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -21,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genfoundry import __version__
 from genfoundry.core.errors import GenfoundryError, PayloadTooLarge, RateLimited, error_body
-from genfoundry.core.settings import Settings
+from genfoundry.core.settings import Settings, load_settings
 from genfoundry.core.store import Store
 from genfoundry.core.types import Message
 from genfoundry.gateway.admin.routes import router as admin_router
@@ -47,7 +50,8 @@ from genfoundry.observe.alerts import has_alert_since, record_alert
 from genfoundry.observe.calls import CallRecorder
 from genfoundry.observe.tracing import Tracing, prune_spans
 
-__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "LookupScope", "create_app", "open_runtime", "warm_model"]
+__all__ = ["BodyLimit", "ERROR_SCHEMA", "ERROR_STATUSES", "LookupScope", "WORKER_CONFIG_ENV", "create_app",
+           "open_runtime", "warm_model", "worker_app"]
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +289,16 @@ async def open_runtime(settings: Settings, *, builtins: bool = True):
             if runtime.tracing is not None:
                 runtime.tracing.shutdown()  # pending spans too
             store.close()
+
+
+WORKER_CONFIG_ENV = "GENFOUNDRY_SERVE_WORKER"  # JSON from `genfoundry serve --workers N` for each worker
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of `genfoundry serve --workers N` (uvicorn calls this in each process)."""
+    config = json.loads(os.environ[WORKER_CONFIG_ENV])
+    settings = load_settings(home=Path(config["home"]), overrides=config["overrides"])
+    return create_app(settings, preload=config["preload"])
 
 
 def create_app(settings: Settings, *, preload: list[str] | None = None, builtins: bool = True) -> FastAPI:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import socket
 import shutil
 import uuid
 from collections.abc import Callable
@@ -68,6 +69,11 @@ def machine_lock(*, wait: bool = True):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _here(row) -> bool:
+    """Whether the job's worker ran on this machine (only then can its pid be checked; older rows: yes)."""
+    return row["worker_host"] in (None, socket.gethostname())
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -122,7 +128,8 @@ class TuneJobs:
         job_id = "ftjob-" + uuid.uuid4().hex[:20]
         row = {"id": job_id, "status": "queued", "base_model": spec.name, "dataset": dataset,
                "dataset_version": v.number, "suffix": suffix, "config": config.model_dump(mode="json"),
-               "created_by": actor, "created_at": utcnow(), "worker_pid": os.getpid() if foreground else None}
+               "created_by": actor, "created_at": utcnow(), "worker_pid": os.getpid() if foreground else None,
+               "worker_host": socket.gethostname() if foreground else None}
         with self.store.begin() as conn:
             conn.execute(self.store.tables.tune_jobs.insert().values(**row))
         self.event(job_id, "status", f"queued: {spec.name} on {v.ref}", {"status": "queued"})
@@ -150,7 +157,7 @@ class TuneJobs:
 
     def _checked(self, row: dict) -> dict:
         """A job 'running' whose worker is gone was killed: say so (it can be resumed)."""
-        if row["status"] == "running" and row.get("worker_pid") and not _pid_alive(row["worker_pid"]):
+        if row["status"] == "running" and row.get("worker_pid") and _here(row) and not _pid_alive(row["worker_pid"]):
             message = "the worker process died (killed or out of memory); `genfoundry tune resume` continues it"
             self._finish(row["id"], "failed", error=message)
             self.event(row["id"], "status", message, {"status": "failed"}, level="error")
@@ -224,7 +231,8 @@ class TuneJobs:
         if job["status"] not in ("failed", "cancelled"):
             raise Conflict(f"job '{job_id}' is {job['status']}; only failed or cancelled jobs resume", param="job_id")
         self._update(job_id, status="queued", cancel_requested=False, error=None, finished_at=None,
-                     worker_pid=os.getpid() if foreground else None)
+                     worker_pid=os.getpid() if foreground else None,
+                     worker_host=socket.gethostname() if foreground else None)
         self.event(job_id, "status", f"queued again by {actor}; it continues from its last checkpoint",
                    {"status": "queued"})
         return self.get(job_id)
@@ -234,7 +242,8 @@ class TuneJobs:
         t = self.store.tables.tune_jobs
         with self.store.begin() as conn:
             rows = conn.execute(sa.select(t).where(t.c.status == "queued").order_by(t.c.created_at)).mappings().all()
-        return next((dict(r) for r in rows if not _pid_alive(r["worker_pid"])), None)
+        return next((dict(r) for r in rows
+                     if not r["worker_pid"] or (_here(r) and not _pid_alive(r["worker_pid"]))), None)
 
     def delete(self, job_id: str, *, actor: str = "local") -> None:
         job = self.get(job_id)
@@ -263,7 +272,8 @@ class TuneJobs:
         t = self.store.tables.tune_jobs
         with self.store.begin() as conn:
             done = conn.execute(t.update().where(t.c.id == job_id, t.c.status == "queued").values(
-                status="running", started_at=utcnow(), worker_pid=os.getpid(), cancel_requested=False))
+                status="running", started_at=utcnow(), worker_pid=os.getpid(), worker_host=socket.gethostname(),
+                cancel_requested=False))
         return done.rowcount == 1
 
     def _cancel_requested(self, job_id: str) -> bool:
