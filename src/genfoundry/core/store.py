@@ -564,6 +564,10 @@ class Store:
         if url.startswith("sqlite"):
             # Several threads (gateway workers, the call recorder) share the file.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            # Enough pooled connections for the threads that write at once (requests, the call recorder,
+            # spans, audit entries): past the pool, each connection is opened, set up and closed per use.
+            if sa.engine.make_url(url).database not in (None, "", ":memory:"):
+                kwargs.update(pool_size=20, max_overflow=20)
         else:
             kwargs["pool_pre_ping"] = True
         try:
