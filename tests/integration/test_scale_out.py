@@ -264,3 +264,50 @@ def test_a_pool_loses_a_backend_under_eight_streams_and_only_its_streams_in_flig
         for up in (up_a, up_b):
             stop_process(up)
         store.close()
+
+
+def test_serve_workers_share_one_sqlite_file_and_one_budget(tmp_path):
+    """`serve --workers 2`: two processes on one SQLite file; the budget lock is SQLite's single writer."""
+    upstream, url = start_upstream("up")
+    home = tmp_path / "gw"
+    home.mkdir()
+    store = Store.open(f"sqlite:///{home / 'genfoundry.db'}")
+    ModelHub(store, load_settings(home=home, environ={})).add(
+        ModelSpec(name="up", provider="openai_compat", location=url, capabilities=["chat"]))
+    secret, key = create_key(store, name="budgeted", role="app", token_budget=4 * 10)
+    generate_key_file(home / "vault.key")
+    port = free_port()
+    env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    log = open(home / "gateway.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), "--lazy",
+                             "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health", proc, timeout=240)
+        import psutil
+
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(proc.pid).children()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)  # uvicorn's supervisor: a spawn helper and the two workers
+        for _ in range(20):  # both workers up (each answers /health once its app has started)
+            httpx.get(f"{base}/health", timeout=30)
+        with cf.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: chat(base, secret), range(40)))
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == 10 and set(codes) == {200, 429}, codes
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with store.begin() as conn:
+                spent = conn.execute(sa.select(sa.func.sum(store.tables.calls.c.prompt_tokens
+                                                           + store.tables.calls.c.completion_tokens))
+                                     .where(store.tables.calls.c.key_id == key.id,
+                                            store.tables.calls.c.status == "ok")).scalar()
+            if spent == 40:
+                break
+            time.sleep(0.2)
+        assert spent == 40
+        assert audit.verify(store).ok
+    finally:
+        stop_process(proc)
+        stop_process(upstream)
+        store.close()
