@@ -67,7 +67,9 @@ def record(store: Store, *, action: str, actor: str = "local", target: str = "",
     details = json.loads(json.dumps(details or {}, default=str))  # what the database will give back
     for _ in range(_RETRIES):
         try:
-            with store.begin() as conn:
+            # Writers in this process queue here, not in the database's busy wait (SQLite sleeps between
+            # retries, milliseconds at a time); the database lock still orders writers across processes.
+            with store.audit_lock, store.begin() as conn:
                 store.lock(conn, "audit")  # writers on every replica take their turn at the head
                 head = conn.execute(
                     sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -557,6 +558,7 @@ class Store:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.audit_lock = threading.Lock()  # this process's audit writers take turns (see core.audit)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> "Store":
