@@ -105,3 +105,50 @@ def test_a_cluster_that_goes_away_fails_the_ingest_cleanly_and_a_rerun_resumes(t
     assert len(report.skipped) == len(written)
     assert len(report.added) == 150 - len(written)
     assert len({Path(d.source).name for d in kb.documents("handbook")}) == 150
+
+
+# -- labeling functions on Ray ------------------------------------------------------------------------------
+
+LF_MODULE = '''
+def shouting(row):
+    text = row["text"]
+    return "spam" if sum(c.isupper() for c in text) > len(text) / 3 else None
+
+
+def fails_on_sevens(row):
+    if "7" in row["text"]:
+        raise ValueError("no sevens")
+    return "ham" if len(row["text"]) > 30 else None
+'''
+
+
+def test_labeling_functions_on_ray_vote_as_in_process_and_fill_the_cache(tmp_path, monkeypatch):
+    import sys
+
+    from genfoundry.data.labeling import KeywordLF, RegexLF, apply_lfs, lf_from_spec
+    from genfoundry.data.ray_votes import RayVoteWorkers
+
+    (tmp_path / "my_rules.py").write_text(LF_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # a module of the user's own, not installed anywhere
+    sys.modules.pop("my_rules", None)
+    labels = ["ham", "spam"]
+    lfs = [KeywordLF("win", label="spam", keywords=["win", "prize"]),
+           RegexLF("money", label="spam", pattern=r"\$\d+"),
+           lf_from_spec({"name": "shouting", "type": "python", "function": "my_rules:shouting"}, labels=labels),
+           lf_from_spec({"name": "sevens", "type": "python", "function": "my_rules:fails_on_sevens"}, labels=labels)]
+    words = ["hello", "WIN", "a", "prize", "$100", "meeting", "tomorrow", "CALL NOW", "lunch", "7"]
+    rows = [{"_id": str(i), "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 7))}
+            for i in range(3000)]
+    here = open_kb(tmp_path / "here")
+    there = open_kb(tmp_path / "ray", ray_address="local", ray_workers=2)
+    local = asyncio.run(apply_lfs(here.store, lfs, rows, text_field="text", labels=labels, batch=200))
+    workers = RayVoteWorkers.start(there.settings)
+    remote = asyncio.run(apply_lfs(there.store, lfs, rows, text_field="text", labels=labels, batch=200,
+                                   workers=workers))
+    assert (remote.L == local.L).all() and (remote.errors == local.errors).all()
+    assert remote.errors[:, 3].any() and "no sevens" in remote.messages["sevens"]
+    assert (remote.L[:, 2] >= 0).any(), "the user's own Python LF voted on the workers"
+    assert remote.computed == len(rows) * len(lfs)
+    again = asyncio.run(apply_lfs(there.store, lfs, rows, text_field="text", labels=labels, batch=200,
+                                  workers=workers))
+    assert again.computed == 0 and (again.L == local.L).all(), "a second run takes every vote from the cache"

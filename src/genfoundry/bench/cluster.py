@@ -232,7 +232,7 @@ def bench_ray(work: Path, settings: Settings, *, data: Path, workers: int | None
 
     from genfoundry.bench.knowledge import _write_markdown, load_cranfield
     from genfoundry.knowledge.base import KnowledgeBase
-    from genfoundry.knowledge.ray_ingest import ray_available
+    from genfoundry.core.raycluster import available as ray_available
     from genfoundry.knowledge.stores.lance import LanceVectorStore
     from genfoundry.models.builtin import register_builtins
 

@@ -239,7 +239,8 @@ async def _labeling(context: Context, dataset_for_calls: str | None = None):
                            if dataset_for_calls else None)
         labeling = Labeling(datasets, rt.store, generate=gateway_generate(rt, call, rag_model=False),
                             embed=hub_embedder(rt.hub, asyncio.get_running_loop()),
-                            clearance=lambda model: rt.hub.resolve(model).clearance)
+                            clearance=lambda model: rt.hub.resolve(model).clearance,
+                            vote_workers=_ray_votes(context.settings))
         yield labeling
 
 
@@ -465,3 +466,12 @@ def synth_instructions(ctx: typer.Context,
     _synthesize(get_context(ctx), kind="instructions", collection=collection, name=name, count=count, model=model,
                 seed=seed, lineage={"tasks": list(tasks)}, as_json=as_json,
                 run=lambda kb, **kw: synthesize_instructions(kb, collection, config, tasks=tasks, **kw))
+
+
+def _ray_votes(settings):
+    """With ray_address set, a label run applies its rule and Python LFs on Ray (docs/data.md)."""
+    if not settings.ray_address:
+        return None
+    from genfoundry.data.ray_votes import RayVoteWorkers
+
+    return lambda: RayVoteWorkers.start(settings)

@@ -32,9 +32,9 @@ import hashlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +47,7 @@ from genfoundry.core.types import GenerationRequest
 from genfoundry.data.label_model import ABSTAIN
 
 __all__ = ["ERROR", "EmbeddingLF", "KeywordLF", "LabelingFunction", "PromptLF", "PythonLF", "RegexLF", "VoteMatrix",
-           "apply_lfs", "clipped", "labeling_function", "lf_from_spec", "row_hash"]
+           "VoteWorkers", "apply_lfs", "clipped", "labeling_function", "lf_from_spec", "row_hash"]
 
 ERROR = -2  # the vote cell of a row where the LF raised
 BATCH = 256
@@ -307,8 +307,11 @@ class VoteMatrix:
 
 async def apply_lfs(store: Store, lfs: Sequence[LabelingFunction], rows: Sequence[dict], *, text_field: str,
               labels: Sequence[str], progress: Callable[[int, int], None] | None = None,
-              batch: int = BATCH) -> VoteMatrix:
-    """Apply every LF to every row, from the cache where it can; new votes are stored batch by batch."""
+              batch: int = BATCH, workers: "VoteWorkers | None" = None) -> VoteMatrix:
+    """Apply every LF to every row, from the cache where it can; new votes are stored batch by batch.
+
+    ``workers`` (a Ray cluster, :mod:`genfoundry.data.ray_votes`) run the batches of the LFs they can take,
+    several at once; each batch's votes are stored as it comes back, as without them."""
     names = [lf.name for lf in lfs]
     if len(set(names)) != len(names):
         raise InvalidRequest("labeling function names must be unique", param="lfs")
@@ -333,9 +336,13 @@ async def apply_lfs(store: Store, lfs: Sequence[LabelingFunction], rows: Sequenc
         done += n - len(todo)
         if progress:
             progress(done, total)
-        for start in range(0, len(todo), batch):
-            part = todo[start:start + batch]
-            results = await _run_lf(lf, [texts[i] for i in part], [rows[i] for i in part])
+        parts = [todo[start:start + batch] for start in range(0, len(todo), batch)]
+        if workers is not None and workers.takes(lf):
+            finished = workers.run(lf, [([texts[i] for i in part], [rows[i] for i in part]) for part in parts])
+        else:
+            finished = _in_turn(lf, parts, texts, rows)
+        async for number, results in finished:
+            part = parts[number]
             records = []
             for i, result in zip(part, results):
                 vote, error = _to_vote(result, index, lf.name)
@@ -397,6 +404,20 @@ def _batch_votes(lf: LabelingFunction, texts: list[str], rows: list[dict]) -> li
         return lf.vote(texts, rows)
     except Exception as exc:  # a rule that fails on a batch: recorded for each row of the batch
         return [exc] * len(texts)
+
+
+async def _in_turn(lf: LabelingFunction, parts: list[list[int]], texts: list[str], rows: Sequence[dict]):
+    """``(index, votes)`` of each batch, one after the other, in this process."""
+    for index, part in enumerate(parts):
+        yield index, await _run_lf(lf, [texts[i] for i in part], [rows[i] for i in part])
+
+
+class VoteWorkers(Protocol):
+    """Runs LF batches elsewhere (``genfoundry.data.ray_votes``)."""
+
+    def takes(self, lf: LabelingFunction) -> bool: ...
+
+    def run(self, lf: LabelingFunction, batches: list[tuple[list[str], list[dict]]]) -> AsyncIterator[tuple[int, list]]: ...
 
 
 async def _run_lf(lf: LabelingFunction, texts: list[str], rows: list[dict]) -> list[Any]:

@@ -29,7 +29,7 @@ from genfoundry.core.errors import Conflict, InvalidRequest, NotFound
 from genfoundry.core.store import Store, utcnow
 from genfoundry.data.datasets import Datasets
 from genfoundry.data.label_model import ABSTAIN, EndModel, LabelModel, lf_summary, majority_vote, select_end_model
-from genfoundry.data.labeling import LabelingFunction, PromptLF, apply_lfs, clipped, lf_from_spec
+from genfoundry.data.labeling import LabelingFunction, PromptLF, VoteWorkers, apply_lfs, clipped, lf_from_spec
 
 __all__ = ["Labeling", "RunReport", "TaskSpec"]
 
@@ -101,8 +101,10 @@ class Labeling:
 
     def __init__(self, datasets: Datasets, store: Store, *, generate=None,
                  embed: Callable[[list[str]], np.ndarray] | None = None,
-                 clearance: Callable[[str], str] | None = None, functions: Sequence[LabelingFunction] = ()):
+                 clearance: Callable[[str], str] | None = None, functions: Sequence[LabelingFunction] = (),
+                 vote_workers: Callable[[], VoteWorkers] | None = None):
         self.datasets, self.store = datasets, store
+        self.vote_workers = vote_workers  # makes the workers a run sends LF batches to (Ray); None: here
         self.generate, self.clearance = generate, clearance
         self.embed = clipped(embed) if embed is not None else None
         self.functions = list(functions)  # Python LFs given in code, added to every run of a task
@@ -175,8 +177,9 @@ class Labeling:
         examples = [(texts[i], spec.labels[g]) for i, g in enumerate(gold) if g >= 0]
         lfs = await asyncio.to_thread(self.functions_for, spec, examples)  # embedding LFs embed their examples
         self._check_clearance(spec, lfs)
+        workers = await asyncio.to_thread(self.vote_workers) if self.vote_workers is not None else None
         votes = await apply_lfs(self.store, lfs, rows, text_field=spec.text_field, labels=spec.labels,
-                                progress=progress)
+                                progress=progress, workers=workers)
         L = votes.L
         covered = (L != ABSTAIN).any(1)
         if not covered.any():

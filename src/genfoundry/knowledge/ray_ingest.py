@@ -1,8 +1,7 @@
 """Ingestion on a Ray cluster: files read, chunked and embedded by Ray workers.
 
-When the ``ray_address`` setting is set (``local`` starts a cluster on this
-machine, ``auto`` joins the one running here, ``ray://head:10001`` a remote
-one), ``genfoundry ingest`` sends the heavy work to Ray actors, each holding
+When the ``ray_address`` setting is set (see :mod:`genfoundry.core.raycluster`),
+``genfoundry ingest`` sends the heavy work to Ray actors, each holding
 the collection's embedding model:
 
 - **reading and chunking**: each file's bytes go to a worker (so workers on
@@ -28,42 +27,23 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from genfoundry.core.errors import ConfigError, GenfoundryError, ProviderError
+from genfoundry.core.errors import GenfoundryError, ProviderError
 from genfoundry.core.settings import Settings
 from genfoundry.core.types import Embeddings, Usage
 from genfoundry.knowledge.collections import Collection
 from genfoundry.knowledge.ingest import Prepared
 from genfoundry.models.spec import ModelSpec
 
-__all__ = ["RayEmbedder", "RayWorkers", "ray_available"]
+__all__ = ["RayEmbedder", "RayWorkers"]
 
 log = logging.getLogger(__name__)
 FILES_AHEAD = 32  # files sent to the workers before the first result is taken back
-_RAY_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-driver")
-
-
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("ray_address is set but Ray is not installed: pip install 'genfoundry[ray]'") from None
-    return ray
 
 
 class _Worker:
@@ -121,30 +101,17 @@ class RayWorkers:
     @classmethod
     def start(cls, settings: Settings, spec: ModelSpec, *, workers: int | None = None) -> "RayWorkers":
         """Join (or start) the cluster of ``settings.ray_address`` and start the actors."""
-        ray = _ray()
+        from genfoundry.core.raycluster import cluster_cpus, connect
+
+        ray = connect(settings)  # the workers import genfoundry as installed here: the same environment
         address = settings.ray_address
-        if not address:
-            raise ConfigError("ray_address is not set")
         try:
-            if not ray.is_initialized():
-                kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                                          "include_dashboard": False}
-                if address == "local":
-                    kwargs["num_cpus"] = settings.ray_workers or os.cpu_count() or 1
-                else:
-                    kwargs["address"] = address
-                # The workers import genfoundry as installed here; they need the same environment.
-                # A local cluster's processes die with the *thread* that started them (Linux's parent-death
-                # signal), so it is started on a thread that lives as long as this process.
-                _RAY_THREAD.submit(ray.init, **kwargs).result()
-            count = workers or settings.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            count = workers or settings.ray_workers or cluster_cpus(ray)
             actor = ray.remote(num_cpus=1)(_Worker)
             actors = [actor.remote(spec.model_dump(mode="json"), settings.model_dump(mode="json"))
                       for _ in range(count)]
             ray.get([a.count_tokens.remote(["ready"]) for a in actors])  # the models are loaded
-        except GenfoundryError:
-            raise
-        except Exception as exc:  # Ray's connection and actor errors have many types
+        except Exception as exc:  # Ray's actor errors have many types
             raise ProviderError(f"could not start ingest workers on the Ray cluster at {address!r}: "
                                 f"{type(exc).__name__}: {exc}") from None
         log.info("ingest on Ray (%s): %d workers with %s", address, len(actors), spec.name)
