@@ -365,7 +365,8 @@ def test_dockerfile():
     cmd = [line for line in lines if line.startswith("CMD ")]
     assert yaml.safe_load(cmd[-1].removeprefix("CMD ")) == ["genfoundry", "serve", "--host", "0.0.0.0"]
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    used = re.findall(r"\"\.\[([\w,]+)\]\"", text)
+    used = re.findall(r"\"\.\[([\w,]+)\]\"", text) + re.findall(r"^ARG EXTRAS=([\w,]+)$", text, re.MULTILINE)
+    used += re.findall(r"EXTRAS=([\w,]+)\)", text)  # the extras the comments suggest
     assert used and all(e in extras for u in used for e in u.split(","))
 
 
