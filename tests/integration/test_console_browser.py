@@ -879,6 +879,9 @@ def test_deployment_page_shows_the_doctors_checks_and_a_pool_with_a_backend_left
         left_out = tab.wait_for_selector(f"[data-testid=deploy-pools] tr[data-backend='{dead}']")
         assert left_out.get_attribute("data-ejected") == "true"
         assert "left out" in left_out.text_content() and "Connect" in left_out.text_content()
+        replicas = tab.query_selector_all("[data-testid=deploy-replicas] tbody tr")
+        assert len(replicas) == 1 and replicas[0].get_attribute("data-alive") == "true"
+        assert "(this one)" in replicas[0].text_content()
         alive = tab.query_selector(f"[data-testid=deploy-pools] tr[data-backend='{url}']")
         assert alive.get_attribute("data-ejected") == "false"
         assert _cells(tab, f"[data-testid=deploy-pools] tr[data-backend='{url}']")[0][4] == "1"  # served one

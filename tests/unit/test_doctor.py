@@ -67,7 +67,7 @@ def test_a_sound_home_passes_every_check(home):
     checks = run_checks(settings_for(home), models=False, store=store)
     assert {c.name: c.status for c in checks} == {
         "database": "ok", "clock": "ok", "vault key": "ok", "vector store": "ok", "audit chain": "ok",
-        "reservations": "ok"}
+        "replicas": "ok", "reservations": "ok"}
 
 
 def test_the_vault_key_must_be_there_and_be_the_one_values_were_stored_with(home):
@@ -132,3 +132,35 @@ def test_the_command_exits_1_on_a_failure_and_prints_json(home):
     hub.add(ModelSpec(name="down", provider="openai_compat", location=f"http://127.0.0.1:{free_port()}/v1"))
     failed = runner.invoke(app, ["--home", str(home), "doctor"])
     assert failed.exit_code == 1 and "down" in failed.output
+
+
+def test_replicas_of_other_versions_and_replicas_gone_without_stopping_are_warned(home):
+    store = migrated(home)
+    table = store.tables.replicas
+    now = utcnow()
+    with store.begin() as conn:
+        conn.execute(table.insert().values(id="box-2:77", host="box-2", pid=77, version="0.0.9", address=None,
+                                           started_at=now, seen_at=now))
+    mixed = by_name(run_checks(settings_for(home), models=False, store=store))["replicas"]
+    assert mixed.status == "warn" and "0.0.9" in mixed.detail and "different versions" in mixed.detail
+    with store.begin() as conn:
+        conn.execute(table.update().values(seen_at=now - dt.timedelta(minutes=5)))
+    gone = by_name(run_checks(settings_for(home), models=False, store=store))["replicas"]
+    assert gone.status == "warn" and "box-2:77" in gone.detail and gone.data["gone"] == ["box-2:77"]
+
+
+def test_a_gateway_registers_itself_while_it_runs(settings):
+    from fastapi.testclient import TestClient
+
+    from genfoundry.gateway.app import create_app
+    from genfoundry.gateway.replicas import list_replicas
+
+    app = create_app(settings, builtins=False)
+    with TestClient(app):
+        store = app.state.runtime.store
+        rows = list_replicas(store)
+        assert [r["id"] for r in rows] == [app.state.runtime.quotas.replica] and rows[0]["alive"]
+        assert rows[0]["address"] == f"{settings.host}:{settings.port}"
+    check = Store.open(settings.resolved_database_url)
+    assert list_replicas(check) == [], "a gateway that stops removes its row"
+    check.close()

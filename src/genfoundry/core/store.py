@@ -423,6 +423,18 @@ rate_hits = sa.Table(
 )
 sa.Index("ix_rate_hits_key_at", rate_hits.c.key_id, rate_hits.c.at)
 
+# Every gateway process sharing the database, seen every few seconds (`doctor`, the Deployment page).
+replicas = sa.Table(
+    "replicas", metadata,
+    sa.Column("id", _String(100), primary_key=True),  # HOST:PID, as in quota_holds.replica
+    sa.Column("host", _String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", _String(50), nullable=False),
+    sa.Column("address", _String(200), nullable=True),  # where it listens, as it was told
+    sa.Column("started_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("seen_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -452,6 +464,7 @@ class Tables:
     agent_actions: sa.Table = agent_actions
     quota_holds: sa.Table = quota_holds
     rate_hits: sa.Table = rate_hits
+    replicas: sa.Table = replicas
 
 
 def _owner_only(database: str) -> None:
@@ -525,7 +538,7 @@ def _m009_agents(conn: Connection) -> None:
 
 
 def _m010_scale(conn: Connection) -> None:
-    for table in (quota_holds, rate_hits):
+    for table in (quota_holds, rate_hits, replicas):
         table.create(conn, checkfirst=True)
     _add_column(conn, "tune_jobs", "worker_host", "VARCHAR(200)")
 

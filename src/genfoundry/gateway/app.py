@@ -40,6 +40,7 @@ from genfoundry.gateway.metrics import Metrics
 from genfoundry.gateway.models.routes import router as models_router
 from genfoundry.gateway.observe.routes import router as observe_router
 from genfoundry.gateway.quotas import Quotas
+from genfoundry.gateway.replicas import Heartbeat
 from genfoundry.gateway.runtime import Runtime
 from genfoundry.gateway.tracing import TraceMiddleware
 from genfoundry.gateway.tune.routes import router as tune_router
@@ -319,6 +320,9 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                 queue = TuneQueue(TuneJobs(settings, runtime.store, runtime.hub))
                 queue.start()
             app.state.tune_queue = queue
+            heartbeat = Heartbeat(runtime.store, replica=runtime.quotas.replica,
+                                  address=f"{settings.host}:{settings.port}")
+            await heartbeat.start()
             try:
                 yield
             finally:
@@ -326,6 +330,7 @@ def create_app(settings: Settings, *, preload: list[str] | None = None, builtins
                     warming.cancel()
                 if queue is not None:
                     await queue.stop()
+                await heartbeat.stop()
 
     # Swagger UI and ReDoc load their scripts from a CDN into this origin: off unless asked for
     # (api_docs). The OpenAPI document itself is always at /openapi.json.

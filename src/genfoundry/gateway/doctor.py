@@ -13,6 +13,9 @@ Each check reads the deployment as a replica would and says ``ok``, ``warn`` or
   each backend of a pool; a local file or folder present), without loading any;
 - **vector store**: LanceDB's folder writable, or PostgreSQL with pgvector;
 - **audit chain**: unbroken;
+- **replicas**: the gateway processes sharing the database (each says it is alive
+  every 10 s): live ones running different versions, and ones that died without
+  stopping;
 - **reservations**: budget reservations older than a day, left by a replica that
   died mid-call (they count against their key's budget until the period ends).
 
@@ -78,6 +81,7 @@ def run_checks(settings: Settings, *, models: bool = True, store: Store | None =
                 checks.append(_models(settings, store))
             checks.append(_vectors(settings))
             checks.append(_audit(store))
+            checks.append(_replicas(store))
             checks.append(_holds(store))
     finally:
         if own:
@@ -259,3 +263,22 @@ def _holds(store: Store) -> Check:
                      f"older than a day, from {', '.join(stale)}: a replica died mid-call; they count against "
                      "their keys' budgets until the period ends", {"stale": stale})
     return Check("reservations", "ok", "no reservations left behind by a dead replica")
+
+
+def _replicas(store: Store) -> Check:
+    from genfoundry import __version__
+    from genfoundry.gateway.replicas import STALE_S, list_replicas
+
+    rows = list_replicas(store)
+    alive = [r for r in rows if r["alive"]]
+    dead = [r for r in rows if not r["alive"]]
+    versions = sorted({r["version"] for r in alive} | {__version__})
+    data = {"alive": [r["id"] for r in alive], "gone": [r["id"] for r in dead], "versions": versions}
+    if len(versions) > 1:
+        return Check("replicas", "warn", f"{len(alive)} live replica(s) run different versions ({', '.join(versions)}, "
+                     f"this one {__version__}); finish the upgrade", data)
+    if dead:
+        return Check("replicas", "warn", f"{len(alive)} live replica(s); {len(dead)} not seen for over "
+                     f"{STALE_S:.0f} s without stopping ({', '.join(r['id'] for r in dead)}): they died or lost the "
+                     "database", data)
+    return Check("replicas", "ok", f"{len(alive)} live replica(s), version {__version__}", data)

@@ -82,5 +82,9 @@ async def get_deployment(request: Request, models: bool = Query(True, descriptio
 
     rt = request.app.state.runtime
     checks = await asyncio.to_thread(run_checks, rt.settings, models=models, store=rt.store)
+    from genfoundry.gateway.replicas import list_replicas
+
     pools = [{"model": pool.spec.name, "backends": pool.status()} for pool in rt.hub.pools()]
-    return {"replica": rt.quotas.replica, "checks": [c.to_dict() for c in checks], "pools": pools}
+    replicas = await asyncio.to_thread(list_replicas, rt.store)
+    return {"replica": rt.quotas.replica, "checks": [c.to_dict() for c in checks], "pools": pools,
+            "replicas": replicas}

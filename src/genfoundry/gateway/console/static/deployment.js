@@ -1,6 +1,7 @@
 // The console's Deployment page: `genfoundry doctor`'s checks as this replica sees them (database and its
-// migrations, clocks, vault key, models, vector store, audit chain, reservations left by a dead replica) and
-// the backends of every model pool this replica has loaded, read again every few seconds while the page is
+// migrations, clocks, vault key, models, vector store, audit chain, replicas, reservations left by a dead
+// replica), the gateway replicas sharing the database, and the backends of every model pool this replica has
+// loaded, read again every few seconds while the page is
 // open. Admin keys only (GET /admin/deployment). Every text from the API goes into the page as text nodes.
 // Loaded after tune.js, whose DOM helpers (tuneEl, tuneTable, tuneReplace) it uses, and before app.js, whose
 // helpers (api, main, showError) it uses at run time.
@@ -24,6 +25,9 @@ async function pageDeployment() {
         "the audit chain."),
       tuneEl("p", {id: "deploy-replica", class: "muted"}),
       tuneEl("div", {id: "deploy-checks"})),
+    tuneEl("section", {class: "card"}, tuneEl("h2", {}, "Replicas"),
+      tuneEl("p", {class: "muted"}, "Gateway processes sharing this database; each says it is alive every 10 s."),
+      tuneEl("div", {id: "deploy-replicas", class: "scroll"})),
     tuneEl("section", {class: "card"}, tuneEl("h2", {}, "Model pools"),
       tuneEl("p", {class: "muted"}, "Servers of one model behind one name: each request goes to the backend with " +
         "the fewest requests in flight; a failing one is left out for a while, and a request it fails before " +
@@ -61,6 +65,15 @@ function deployShow(data, withModels) {
     const vectors = body.querySelector("tr[data-check='vector store']");
     body.insertBefore(kept, vectors);
   }
+  tuneReplace(document.getElementById("deploy-replicas"), tuneTable([
+    {label: "Replica", cell: (r) => r.id + (r.id === data.replica ? " (this one)" : "")},
+    {label: "State", cell: (r) => deployPill(r.alive ? "ok" : "fail", r.alive ? "alive" : "gone")},
+    {label: "Version", cell: (r) => r.version},
+    {label: "Listens on", cell: (r) => r.address || ""},
+    {label: "Started", cell: (r) => r.started_at.replace("T", " ").slice(0, 19)},
+    {label: "Seen", num: true, cell: (r) => `${r.seen_s_ago} s ago`},
+  ], data.replicas || [], {testid: "deploy-replicas", rowAttrs: (r) => ({"data-replica": r.id,
+    "data-alive": String(r.alive)})}));
   const pools = document.getElementById("deploy-pools");
   const rows = data.pools.flatMap((p) => p.backends.map((b) => ({model: p.model, ...b})));
   if (!rows.length) {
