@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
