@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-
 import pytest
 
 from genfoundry.testing.servers import start_gateway, stop_gateway
