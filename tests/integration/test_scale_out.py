@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -28,27 +26,9 @@ from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.spec import ModelSpec
-from genfoundry.testing.servers import free_port, start_upstream, stop_process, wait_http
+from genfoundry.testing.servers import free_port, start_replica, start_upstream, stop_process
 
 pytestmark = [pytest.mark.integration]
-
-
-def start_replica(home: Path, database_url: str | None, vault_key: Path) -> tuple[subprocess.Popen, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(vault_key, home / "vault.key")
-    port = free_port()
-    env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    if database_url:
-        env["GENFOUNDRY_DATABASE_URL"] = database_url
-    log = open(home / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), "--lazy"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240)
-    except RuntimeError as exc:
-        proc.kill()
-        raise RuntimeError(f"replica did not start ({exc}): {(home / 'gateway.log').read_text()[-3000:]}") from None
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def chat(base: str, secret: str, text: str = "hi", **body) -> httpx.Response:
@@ -68,7 +48,7 @@ def replicas(postgres_url, tmp_path):
     procs = []
     try:
         for name in ("a", "b"):
-            procs.append(start_replica(tmp_path / name, postgres_url, tmp_path / "vault.key"))
+            procs.append(start_replica(tmp_path / name, tmp_path / "vault.key", database_url=postgres_url))
         yield store, procs
     finally:
         for proc, _ in procs:
@@ -133,7 +113,7 @@ def test_a_killed_replica_keeps_what_it_recorded_and_its_call_in_flight_still_co
     ModelHub(store, load_settings(home=tmp_path / "setup", environ={})).add(
         ModelSpec(name="up", provider="openai_compat", location=url, capabilities=["chat"]))
     generate_key_file(tmp_path / "vault.key")
-    (proc_a, a), (proc_b, b) = (start_replica(tmp_path / n, postgres_url, tmp_path / "vault.key") for n in "ab")
+    (proc_a, a), (proc_b, b) = (start_replica(tmp_path / n, tmp_path / "vault.key", database_url=postgres_url) for n in "ab")
     try:
         secret, key = create_key(store, name="small", role="app", token_budget=200)
         done = chat(a, secret, max_tokens=40)  # 1 + 40 reserved, spends 1 + 40
@@ -218,7 +198,7 @@ def test_a_pool_loses_a_backend_under_eight_streams_and_only_its_streams_in_flig
         name="up", provider="openai_compat", location=url_a, capabilities=["chat"],
         pool={"backends": [url_b], "health_interval_s": 1, "eject_after": 1, "eject_seconds": 60}))
     secret, _ = create_key(store, name="load", role="app")
-    proc, base = start_replica(home, None, tmp_path / "vault.key")
+    proc, base = start_replica(home, tmp_path / "vault.key")
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0, timeout=30)
     outcomes: list[tuple[float, str, int]] = []  # (start time, outcome, chunks received)
     lock = threading.Lock()
@@ -276,14 +256,8 @@ def test_serve_workers_share_one_sqlite_file_and_one_budget(tmp_path):
         ModelSpec(name="up", provider="openai_compat", location=url, capabilities=["chat"]))
     secret, key = create_key(store, name="budgeted", role="app", token_budget=4 * 10)
     generate_key_file(home / "vault.key")
-    port = free_port()
-    env = {**os.environ, "GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    log = open(home / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), "--lazy",
-                             "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_replica(home, home / "vault.key", args=["--workers", "2"])
     try:
-        wait_http(f"{base}/health", proc, timeout=240)
         import psutil
 
         deadline = time.monotonic() + 60

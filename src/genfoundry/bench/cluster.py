@@ -33,7 +33,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,26 +48,11 @@ from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 from genfoundry.models.hub import ModelHub
 from genfoundry.models.spec import ModelSpec
-from genfoundry.testing.servers import free_port, start_upstream, stop_process, wait_http
+from genfoundry.testing.servers import start_replica, start_upstream, stop_process
 
 __all__ = ["CLUSTER_PARTS", "bench_pool", "bench_ray", "bench_replicas", "run_cluster_bench"]
 
 CLUSTER_PARTS = ("replicas", "pool", "ray")
-
-
-def _replica(home: Path, database_url: str | None, vault_key: Path) -> tuple[subprocess.Popen, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(vault_key, home / "vault.key")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENFOUNDRY_")}
-    env.update({"GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1"})
-    if database_url:
-        env["GENFOUNDRY_DATABASE_URL"] = database_url
-    log = open(home / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), "--lazy"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def _chat(client: httpx.Client, base: str, secret: str, text: str = "hi", **body) -> int:
@@ -133,7 +117,7 @@ def bench_replicas(work: Path, *, database_url: str | None, seconds: float, clie
         generate_key_file(work / "vault.key")
         secret, _ = create_key(store, name="bench", role="app")
         progress("replicas: starting two gateway replicas on one PostgreSQL…")
-        (proc_a, a), (proc_b, b) = (_replica(work / n, url, work / "vault.key") for n in ("a", "b"))
+        (proc_a, a), (proc_b, b) = (start_replica(work / n, work / "vault.key", database_url=url) for n in ("a", "b"))
         procs += [proc_a, proc_b]
         with httpx.Client(timeout=60) as client:  # both warm (guard loaded) before timing
             for base in (a, b):
@@ -184,7 +168,7 @@ def bench_pool(work: Path, *, streams: int, seconds: float, progress: Callable[[
     store.close()
     proc = None
     try:
-        proc, base = _replica(home, None, work / "pool-vault.key")
+        proc, base = start_replica(home, work / "pool-vault.key")
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0, timeout=30)
         outcomes: list[tuple[float, bool, int]] = []  # (start, ok, chunks received)
         lock = threading.Lock()

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,8 +26,8 @@ from genfoundry.core.store import Store
 from genfoundry.gateway.keys import create_key
 from genfoundry.guard.keys import generate_key_file
 
-__all__ = ["DEFAULT_PRELOAD", "RunningGateway", "free_port", "start_gateway", "start_upstream", "stop_gateway",
-           "stop_process", "wait_http"]
+__all__ = ["DEFAULT_PRELOAD", "RunningGateway", "free_port", "start_gateway", "start_replica", "start_upstream",
+           "stop_gateway", "stop_process", "wait_http"]
 
 
 def free_port() -> int:
@@ -119,3 +120,27 @@ def start_upstream(name: str, *, chunks: int = 3, delay: float = 0.0) -> tuple[s
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=60)
     return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def start_replica(home: Path, vault_key: Path, *, database_url: str | None = None,
+                  args: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """Start one gateway replica (``genfoundry serve --lazy`` and ``args``) on ``home`` with the shared
+    ``vault_key`` and, when given, the shared ``database_url``, on default settings (no GENFOUNDRY_* variable
+    of the caller's); its process and base URL, once it answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    if vault_key.resolve() != (home / "vault.key").resolve():
+        shutil.copy(vault_key, home / "vault.key")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENFOUNDRY_")}
+    env.update({"GENFOUNDRY_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    if database_url:
+        env["GENFOUNDRY_DATABASE_URL"] = database_url
+    log = open(home / "gateway.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "genfoundry.cli", "serve", "--port", str(port), "--lazy", *args],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240)
+    except RuntimeError as exc:
+        proc.kill()
+        raise RuntimeError(f"replica did not start ({exc}): {(home / 'gateway.log').read_text()[-3000:]}") from None
+    return proc, f"http://127.0.0.1:{port}"
