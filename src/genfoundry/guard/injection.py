@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 
 import numpy as np
 
-from genfoundry.guard.types import Finding, load_linear_artifact
+from genfoundry.guard.types import Finding, LinearArtifactRail
 
 __all__ = ["ARTIFACT", "InjectionDetector", "PATTERNS", "featurize", "windows"]
 
@@ -122,31 +121,17 @@ def _linear(features, weights: np.ndarray) -> np.ndarray:
     return np.bincount(rows, weights=features.data * weights[features.indices], minlength=features.shape[0])
 
 
-class InjectionDetector:
+class InjectionDetector(LinearArtifactRail):
     """Patterns plus the shipped classifier; a rail (``check``) and a scorer (``score``)."""
 
     name = "injection"
 
     def __init__(self, *, threshold: float | None = None, artifact: str = ARTIFACT):
-        self.artifact = artifact
-        self._threshold = threshold
-        self._weights: np.ndarray | None = None
+        super().__init__(artifact=artifact, threshold=threshold)
         self._bias = 0.0
-        self.card: dict = {}
-        self._lock = threading.Lock()
 
-    @property
-    def threshold(self) -> float:
-        self.warm_up()
-        return self._threshold if self._threshold is not None else float(self.card["threshold"])
-
-    def warm_up(self) -> None:
-        if self._weights is not None:
-            return
-        with self._lock:
-            if self._weights is None:
-                self.card, self._weights, bias = load_linear_artifact(self.artifact)
-                self._bias = float(bias)
+    def _loaded(self) -> None:
+        self._bias = float(self._bias)
 
     def classifier_scores(self, texts: list[str]) -> np.ndarray:
         """The classifier's probability of attack for each text (no windows, no patterns)."""

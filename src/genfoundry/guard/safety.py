@@ -27,7 +27,7 @@ import threading
 
 import numpy as np
 
-from genfoundry.guard.types import Finding, load_linear_artifact
+from genfoundry.guard.types import Finding, LinearArtifactRail
 
 __all__ = ["ARTIFACT", "CATEGORIES", "SafetyClassifier", "embed"]
 
@@ -62,34 +62,24 @@ def _windows(text: str) -> list[str]:
     return [text[:MAX_CHARS], text[-MAX_CHARS:]]
 
 
-class SafetyClassifier:
+class SafetyClassifier(LinearArtifactRail):
     """The shipped classifier as a rail: ``check`` finds the categories a text asks for."""
 
     name = "safety"
 
     def __init__(self, *, threshold: float | None = None, categories: list[str] | None = None,
                  artifact: str = ARTIFACT):
-        self.artifact = artifact
-        self._threshold = threshold
+        super().__init__(artifact=artifact, threshold=threshold)
         self.categories = tuple(categories) if categories else CATEGORIES
-        self._weights: np.ndarray | None = None
-        self._bias: np.ndarray | None = None
         self.classes: list[str] = []
-        self.card: dict = {}
-        self._lock = threading.Lock()
 
-    @property
-    def threshold(self) -> float:
-        self.warm_up()
-        return self._threshold if self._threshold is not None else float(self.card["threshold"])
+    def _loaded(self) -> None:
+        self.classes = list(self.card["classes"])
 
     def warm_up(self) -> None:
         if self._weights is not None:
             return
-        with self._lock:
-            if self._weights is None:
-                self.card, self._weights, self._bias = load_linear_artifact(self.artifact)
-                self.classes = list(self.card["classes"])
+        super().warm_up()
         embed(["warm up"])  # the encoder loads now, not on the first request
 
     def probabilities(self, texts: list[str]) -> np.ndarray:

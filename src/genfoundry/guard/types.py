@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embed", "Finding", "Rail", "SENSITIVITY_LEVELS", "load_linear_artifact"]
+__all__ = ["Embed", "Finding", "LinearArtifactRail", "Rail", "SENSITIVITY_LEVELS", "load_linear_artifact"]
 
 # Rails that need sentence vectors take a function from texts to L2-normalised float32 rows.
 Embed = Callable[[list[str]], np.ndarray]
@@ -65,3 +66,34 @@ def load_linear_artifact(name: str):
         data = np.load(f)
         return card, data["weights"].astype(np.float32), data["bias"].astype(np.float32)
 
+
+class LinearArtifactRail:
+    """A rail whose classifier is a shipped linear model (:func:`load_linear_artifact`): its card, weights and
+    bias are loaded once, on first use or in ``warm_up``, whichever thread gets there first; ``threshold``
+    is the caller's, else the card's. Subclasses finish their own setup in ``_loaded``."""
+
+    def __init__(self, *, artifact: str, threshold: float | None = None):
+        self.artifact = artifact
+        self._threshold = threshold
+        self._weights: np.ndarray | None = None
+        self._bias: np.ndarray | float | None = None
+        self.card: dict = {}
+        self._lock = threading.Lock()
+
+    @property
+    def threshold(self) -> float:
+        self.warm_up()
+        return self._threshold if self._threshold is not None else float(self.card["threshold"])
+
+    def warm_up(self) -> None:
+        if self._weights is not None:
+            return
+        with self._lock:
+            if self._weights is None:
+                card, weights, self._bias = load_linear_artifact(self.artifact)
+                self.card = card
+                self._loaded()
+                self._weights = weights  # last: other threads take a set _weights as "loaded"
+
+    def _loaded(self) -> None:
+        """Called once, under the lock, after the card and bias are set."""
