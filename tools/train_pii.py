@@ -24,12 +24,12 @@ import json
 import random
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from genfoundry.bench.pii import evaluate_tags  # noqa: E402
 from genfoundry.guard.pii_model import ARTIFACT, LABELS, _crf_items, features, tokens  # noqa: E402
 
 SEED = 20261203
@@ -151,24 +151,13 @@ def negatives(data: Path) -> list[str]:
 
 
 def token_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    tp, fp, fn = Counter(), Counter(), Counter()
-    for g_seq, p_seq in zip(gold, pred):
-        for g, p in zip(g_seq, p_seq):
-            g, p = g[2:] if g != "O" else "O", p[2:] if p != "O" else "O"
-            if g == p:
-                if g != "O":
-                    tp[g] += 1
-                continue
-            if p != "O":
-                fp[p] += 1
-            if g != "O":
-                fn[g] += 1
-    out = {}
-    for kind in LABELS:
-        p = tp[kind] / (tp[kind] + fp[kind]) if tp[kind] + fp[kind] else 0.0
-        r = tp[kind] / (tp[kind] + fn[kind]) if tp[kind] + fn[kind] else 0.0
-        out[kind] = {"precision": round(p, 4), "recall": round(r, 4)}
-    return out
+    """Token-level precision and recall per label of BIO sequences, scored as `genfoundry bench guard` does."""
+    def plain(seq: list[str]) -> list[str]:
+        return [t[2:] if t != "O" else "O" for t in seq]
+
+    per_type = evaluate_tags([(plain(g), plain(p)) for g, p in zip(gold, pred)])["per_type"]
+    zero = {"precision": 0.0, "recall": 0.0}
+    return {kind: {k: per_type.get(kind, zero)[k] for k in ("precision", "recall")} for kind in LABELS}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from genfoundry.core.settings import load_settings
 from genfoundry.bench.guard_latency import latency_prompts, run_guard_latency
 from genfoundry.bench.injection import run_injection_bench
 from genfoundry.guard.datasets import benign_sets
-from genfoundry.bench.pii import _evaluate, _labels, run_pii_bench
+from genfoundry.bench.pii import _labels, evaluate_tags, run_pii_bench
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "pii").is_dir(), reason="../shared/data is not beside the checkout")
@@ -21,7 +21,7 @@ def test_token_level_scoring():
     gold = _labels(text, [("PERSON", 0, 12), ("STREET_ADDRESS", 22, 35)])
     assert gold == ["PERSON", "PERSON", "O", "O", "LOCATION", "LOCATION", "LOCATION"]
     pred = _labels(text, [("PERSON", 0, 3), ("ORGANIZATION", 22, 24)])
-    result = _evaluate([(gold, pred)])
+    result = evaluate_tags([(gold, pred)])
     assert result["per_type"]["PERSON"] == {"precision": 1.0, "recall": 0.5, "f2": 0.5556, "tp": 1, "fp": 0, "fn": 1}
     assert result["overall"]["fp"] == 1 and result["overall"]["fn"] == 4
 

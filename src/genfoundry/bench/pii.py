@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["EVAL_TYPES", "run_pii_bench"]
+__all__ = ["EVAL_TYPES", "evaluate_tags", "run_pii_bench"]
 
 EVAL_TYPES = {
     "PERSON": "PERSON", "STREET_ADDRESS": "LOCATION", "GPE": "LOCATION", "LOCATION": "LOCATION",
@@ -59,7 +59,9 @@ def _scores(tp: int, fp: int, fn: int) -> dict:
     return {"precision": round(p, 4), "recall": round(r, 4), "f2": round(f2, 4), "tp": tp, "fp": fp, "fn": fn}
 
 
-def _evaluate(pairs: list[tuple[list[str], list[str]]]) -> dict:
+def evaluate_tags(pairs: list[tuple[list[str], list[str]]]) -> dict:
+    """Token-level precision, recall and F2, overall and per type, of (gold, predicted) tag sequences
+    ("O" for none)."""
     tp, fp, fn = Counter(), Counter(), Counter()
     for gold, pred in pairs:
         for g, p in zip(gold, pred):
@@ -107,7 +109,7 @@ def _run(detect, rows: list[dict]) -> dict:
         times.append((time.perf_counter() - started) * 1000)
         # Highest-scoring first is what both return; the first span covering a token wins.
         pairs.append((gold, _labels(text, found)))
-    result = _evaluate(pairs)
+    result = evaluate_tags(pairs)
     result["latency_ms_p50"] = round(statistics.median(times), 2)
     return result
 
