@@ -595,12 +595,13 @@ class Store:
         store = cls(engine)
         if migrate:
             try:
-                store.migrate()
+                engine.connect().close()  # a database that cannot be reached is the user's to fix: say so
             except sa.exc.OperationalError as exc:
                 engine.dispose()
-                reason = str(exc.orig or exc).strip().splitlines()[0] if (exc.orig or exc) else str(exc)
+                reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ConfigError(f"cannot reach the database at {_safe_url(url)}: {reason}; check database_url "
                                   "(GENFOUNDRY_DATABASE_URL) and that the server is up") from None
+            store.migrate()
         if url.startswith("sqlite") and engine.url.database not in (None, "", ":memory:"):
             _owner_only(engine.url.database)
         return store
