@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,25 @@ def test_the_artifact_card_says_how_it_was_made():
 def test_odd_input_does_not_crash(detector, text):
     assert isinstance(detector.check(text), list)
     assert 0.0 <= detector.score(text) <= 1.0
+
+
+def test_the_fast_scorer_gives_the_classifier_the_same_numbers_as_sklearn(detector):
+    """`linear_scores` hashes a few texts itself; it must match the sparse path the weights were trained on."""
+    import numpy as np
+
+    from genfoundry.guard.injection import _linear, featurize, linear_scores
+
+    root = Path(__file__).resolve().parents[2] / "tools" / "injection_data"
+    texts = [json.loads(line)["text"] for name in ("attacks_handwritten.jsonl", "benign_handwritten.jsonl")
+             for line in (root / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts += [doc.read_text(encoding="utf-8")[:3000] for doc in sorted(SAMPLE_DOCS.iterdir()) if doc.is_file()][:5]
+    texts += ["", "   ", "a", "ab cd", "Ünïcödé straße naïve café — “quotes”", "tab\tand\n\nnewlines  here",
+              "x" * 500, "数字 和 文字 ok", "emoji 🙂🙂 text"]
+    detector.warm_up()
+    weights = detector._weights
+    expected = _linear(featurize(texts), weights)
+    assert len(texts) > 150
+    for i in range(0, len(texts), 4):  # in groups small enough for the fast path
+        got = linear_scores(texts[i:i + 4], weights)
+        assert np.allclose(got, expected[i:i + 4], rtol=0, atol=1e-9), texts[i:i + 4]
+    assert np.allclose(linear_scores(texts, weights), expected, rtol=0, atol=1e-12)  # many: the sparse path

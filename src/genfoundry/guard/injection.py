@@ -23,13 +23,14 @@ Example::
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 import numpy as np
 
 from genfoundry.guard.types import Finding, LinearArtifactRail
 
-__all__ = ["ARTIFACT", "InjectionDetector", "PATTERNS", "featurize", "windows"]
+__all__ = ["ARTIFACT", "InjectionDetector", "PATTERNS", "featurize", "linear_scores", "windows"]
 
 ARTIFACT = "injection-v1"
 N_FEATURES = 2**18
@@ -106,6 +107,43 @@ def _vectorizers():
     return words, chars
 
 
+@functools.lru_cache(maxsize=1)
+def _analyzers():
+    words, chars = _vectorizers()
+    return words.build_analyzer(), chars.build_analyzer()
+
+
+def _hashed(features: list[str], offset: int) -> tuple[list[int], list[float]]:
+    """One L2-normalised block of hashed features as columns and values, as ``HashingVectorizer`` makes it:
+    murmurhash3 (seed 0) of each feature, its absolute value modulo ``N_FEATURES``, counts summed."""
+    from sklearn.utils import murmurhash3_32
+
+    counts: dict[int, float] = {}
+    for feature in features:
+        column = offset + abs(murmurhash3_32(feature, seed=0)) % N_FEATURES
+        counts[column] = counts.get(column, 0.0) + 1.0
+    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+    return list(counts), [v / norm for v in counts.values()]
+
+
+def linear_scores(texts: list[str], weights: np.ndarray) -> np.ndarray:
+    """``featurize(texts) @ weights``. A few texts (a chat message and its windows) are hashed here
+    directly: sklearn's transform and the sparse matrices cost about 0.7 ms per call for a short
+    message, most of a request's guard time; this path costs a few dozen microseconds and gives the
+    same numbers (checked against ``featurize`` in the tests). Many texts go through ``featurize``."""
+    if len(texts) > 8:
+        return _linear(featurize(texts), weights)
+    words, chars = _analyzers()
+    scores = np.empty(len(texts))
+    for i, text in enumerate(texts):
+        total = 0.0
+        for offset, features in ((0, words(text)), (N_FEATURES, chars(text))):
+            columns, values = _hashed(features, offset)
+            total += float(np.dot(weights[columns], values)) if columns else 0.0
+        scores[i] = total
+    return scores
+
+
 def featurize(texts: list[str]):
     """Hashed features: word 1-2 grams and character 3-5 grams within words, each block L2-normalised."""
     from scipy.sparse import hstack
@@ -136,7 +174,7 @@ class InjectionDetector(LinearArtifactRail):
     def classifier_scores(self, texts: list[str]) -> np.ndarray:
         """The classifier's probability of attack for each text (no windows, no patterns)."""
         self.warm_up()
-        logits = _linear(featurize(texts), self._weights) + self._bias
+        logits = linear_scores(texts, self._weights) + self._bias
         return 1.0 / (1.0 + np.exp(-logits))
 
     def score(self, text: str) -> float:
