@@ -299,3 +299,31 @@ def test_metrics_count_requests_and_tokens(oai, gateway):
     assert 'genfoundry_requests_total{endpoint="chat",model="fake-chat",status="ok"} 1.0' in text
     assert 'genfoundry_tokens_total{kind="completion",model="fake-chat"} 2.0' in text
     assert "genfoundry_time_to_first_token_seconds_bucket" in text
+
+
+def test_a_request_checks_the_hub_once_and_never_on_the_event_loop(oai, gateway):
+    """The hub's one store query per request rides in the key check's worker thread."""
+    _, rt, _, _ = gateway
+    seen = []
+    real = rt.hub._version
+
+    def version():
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        return real()
+    rt.hub._version = version
+    try:
+        for stream in (False, True):
+            seen.clear()
+            reply = oai.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}],
+                                                stream=stream)
+            if stream:
+                assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices) == "echo: hi"
+            else:
+                assert reply.choices[0].message.content == "echo: hi"
+            assert seen == ["worker thread"], seen
+    finally:
+        rt.hub._version = real

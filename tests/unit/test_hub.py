@@ -304,7 +304,7 @@ def test_lookups_in_a_scope_query_the_store_once_and_see_other_processes_changes
 
     async def request():
         with lookup_scope():
-            await hub.prefetch()  # in a worker thread
+            await asyncio.to_thread(hub.prefetch)  # in a worker thread, as the gateway's key check does
             before = len(calls)
             for _ in range(5):
                 hub.resolve("default")

@@ -100,7 +100,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class LookupScope:
-    """Each request sees one snapshot of the hub: its several model lookups cost one store query."""
+    """Each request sees one snapshot of the hub: its several model lookups cost one store query, made
+    by :func:`~genfoundry.gateway.auth.authenticate` in its worker thread, next to the key check."""
 
     def __init__(self, app):
         self.app = app
@@ -109,9 +110,6 @@ class LookupScope:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         with lookup_scope():
-            runtime = getattr(scope["app"].state, "runtime", None)
-            if runtime is not None and scope["path"].startswith(("/v1/", "/admin/")):
-                await runtime.hub.prefetch()  # the request's one store query, off the event loop
             await self.app(scope, receive, send)
 
 

@@ -20,10 +20,15 @@ def _bearer(request: Request) -> str | None:
 
 
 def authenticate(request: Request) -> ApiKey:
-    """FastAPI dependency: the caller's active key, then its rate and budget checks."""
+    """FastAPI dependency: the caller's active key, then its rate and budget checks.
+
+    FastAPI runs it in a worker thread (it queries the store); the request's one check of the model
+    hub rides along, so the route's model lookups then run from memory without a thread hop of their own.
+    """
     rt = request.app.state.runtime
     with span("gateway.auth") as item:
         key = verify_key(rt.store, _bearer(request))
+        rt.hub.prefetch()
         item.set_attributes({"genfoundry.key.id": key.id, "genfoundry.key.name": key.name,
                              "genfoundry.key.role": key.role})
         rt.quotas.check_rate(key)

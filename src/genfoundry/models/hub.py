@@ -96,12 +96,13 @@ class ModelHub:
         with self.store.begin() as conn:
             return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c.updated_at))).one())
 
-    async def prefetch(self) -> None:
-        """Check the store for changes now, in a worker thread: the scope's lookups then run from memory,
-        never blocking the event loop on a query."""
+    def prefetch(self) -> None:
+        """Check the store for changes now, in the calling thread: the scope's lookups then run from memory.
+        The gateway calls this from the worker thread that checks the request's key, so a request's one
+        hub query costs no thread hop of its own and never blocks the event loop."""
         scope = _SCOPE.get()
         if scope is not None and id(self) not in scope:
-            scope[id(self)] = await asyncio.to_thread(self._checked)
+            scope[id(self)] = self._checked()
 
     def _entries(self) -> tuple[list[ModelSpec], dict[str, ModelSpec]]:
         scope = _SCOPE.get()
