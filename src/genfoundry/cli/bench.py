@@ -30,7 +30,9 @@ def gateway(ctx: typer.Context,
             runs: int = typer.Option(10, min=1, help="Single-stream turns per side (after one warm-up turn)."),
             rounds: int = typer.Option(3, min=1, help="Concurrent rounds per side; the median counts."),
             concurrency: int = typer.Option(8, min=1, help="Concurrent streaming clients."),
-            port: int = typer.Option(8790, help="Port for the gateway under test (the next one for llama-server).")):
+            port: int = typer.Option(8790, help="Port for the gateway under test (the next one for llama-server)."),
+            ttft_runs: int = typer.Option(40, min=1, help="Short-question turns per side for time to first token."),
+            settle: float = typer.Option(0.3, min=0.0, help="Seconds to wait between two single requests.")):
     """Gateway vs direct llama-cpp-python and vs llama-server -np N, on the default model."""
     context = get_context(ctx)
     hub = context.hub()
@@ -41,7 +43,7 @@ def gateway(ctx: typer.Context,
     binary = find_llama_server(context.settings.llama_server_path)
     try:
         cfg = BenchConfig(model_path=spec.location, max_tokens=max_tokens, runs=runs, rounds=rounds,
-                          concurrency=concurrency, port=port)
+                          concurrency=concurrency, port=port, ttft_runs=ttft_runs, settle_s=settle)
         result = run_gateway_bench(cfg, context.settings, secret, binary,
                                    progress=lambda m: err_console.print(m, style="dim"))
     finally:
