@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from genfoundry.core.errors import GenfoundryError, error_body
 
-__all__ = ["STREAM_RESPONSES", "sse_response"]
+__all__ = ["STREAM_RESPONSES", "frame", "sse_response"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ STREAM_RESPONSES: dict = {200: {
         "properties": {"data": {"type": "string", "description": "A JSON chunk, or [DONE] at the end."}}}}}}}
 
 
-def _event(payload: dict | str) -> bytes:
+def frame(payload: dict | str) -> bytes:
+    """One event, framed: ``data: <JSON>\\n\\n``."""
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
 
@@ -32,16 +33,16 @@ async def _frames(events: AsyncIterator[dict | bytes]) -> AsyncIterator[bytes]:
     """Frame each event; bytes are an event framed already (``data: ...\\n\\n``)."""
     try:
         async for event in events:
-            yield event if isinstance(event, bytes) else _event(event)
+            yield event if isinstance(event, bytes) else frame(event)
     except GenfoundryError as exc:
         # Headers are gone already: the error travels as an event, as OpenAI does.
-        yield _event(exc.to_dict())
+        yield frame(exc.to_dict())
         return
     except Exception:
         log.exception("stream failed")
-        yield _event(error_body("internal error; see the gateway log", type_="server_error"))
+        yield frame(error_body("internal error; see the gateway log", type_="server_error"))
         return
-    yield _event("[DONE]")
+    yield frame("[DONE]")
 
 
 def sse_response(events: AsyncIterator[dict | bytes]) -> StreamingResponse:

@@ -13,6 +13,7 @@ from genfoundry.gateway.chat.protocol import ChatCompletionRequest
 from genfoundry.gateway.generation import CallContext, usage_json
 from genfoundry.gateway.lifecycle import Lifecycle, virtual_model
 from genfoundry.gateway.runtime import Runtime
+from genfoundry.gateway.sse import frame
 from genfoundry.models.spec import ModelSpec
 
 __all__ = ["chat_completion", "chat_events", "chat_response", "new_call_id", "to_generation_request"]
@@ -70,8 +71,19 @@ async def chat_events(ctx: CallContext, life: Lifecycle, include_usage: bool,
     """A chat completion stream in the OpenAI shape (the hooks' fields ride on the finishing chunk)."""
     created = int(time.time())
     base = {"id": ctx.id, "object": "chat.completion.chunk", "created": created, "model": model or life.spec.name}
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                "finish_reason": None, "logprobs": None}]}
+    # The role chunk goes out in one write with the first piece, which the model has made already
+    # (start() waits for it): the client reads its first token in one go.
+    opening = frame({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None, "logprobs": None}]})
+    async for event in _piece_events(base, life, include_usage):
+        if opening:
+            event, opening = opening + (event if isinstance(event, bytes) else frame(event)), b""
+        yield event
+    if opening:
+        yield opening
+
+
+async def _piece_events(base: dict, life: Lifecycle, include_usage: bool) -> AsyncIterator[dict | bytes]:
     # The common event, a piece of text, is framed from a template: one small json.dumps of the text
     # per token instead of building and encoding the whole chunk object (this runs for every token).
     head = ("data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": ""}}]},
